@@ -115,14 +115,14 @@ def _looks_like_graph(graph_def: graph_pb2.GraphDef) -> bool:
     return all(node.name and _OP_NAME.match(node.op) for node in graph_def.node)
 
 
-def _parse_binary(path: str, data: bytes) -> graph_pb2.GraphDef:
+def _parse_binary(path: str, data: bytes, graph_def_class=graph_pb2.GraphDef) -> graph_pb2.GraphDef:
     fields = _top_level_fields(data)
     if fields[:1] == [(1, 0)] and (2, 2) in fields:
         raise NotFrozenError(
             f"{path} is a SavedModel proto (saved_model.pb), not a frozen graph, even though it is named "
             f"{os.path.splitext(path)[1] or 'so'}; load its directory with tf.saved_model.load, or freeze it first."
         )
-    graph_def = graph_pb2.GraphDef()
+    graph_def = graph_def_class()
     try:
         graph_def.ParseFromString(data)
         ok = _looks_like_graph(graph_def)
@@ -147,7 +147,7 @@ def _parse_binary(path: str, data: bytes) -> graph_pb2.GraphDef:
     )
 
 
-def _parse_text(path: str, text: str) -> graph_pb2.GraphDef:
+def _parse_text(path: str, text: str, graph_def_class=graph_pb2.GraphDef) -> graph_pb2.GraphDef:
     head = _TEXT_HEAD.match(text.encode()[:4096])
     first = head.group(2).decode() if head else ""
     if first in {"saved_model_schema_version", "meta_graphs"}:
@@ -159,7 +159,7 @@ def _parse_text(path: str, text: str) -> graph_pb2.GraphDef:
             f"{path} is a MetaGraphDef in text format, not a frozen graph; restore it with its checkpoint "
             "and freeze it first."
         )
-    graph_def = graph_pb2.GraphDef()
+    graph_def = graph_def_class()
     try:
         text_format.Parse(text, graph_def, allow_unknown_field=False)
     except (text_format.ParseError, ValueError, RecursionError) as e:
@@ -194,17 +194,21 @@ def check_frozen(path: str, graph_def: graph_pb2.GraphDef) -> None:
         )
 
 
-def load_graph(path: str | os.PathLike) -> FrozenGraph:
-    """Read and parse a frozen graph; raise a UserError naming the file if it is not one."""
+def load_graph(path: str | os.PathLike, graph_def_class=graph_pb2.GraphDef) -> FrozenGraph:
+    """Read and parse a frozen graph; raise a UserError naming the file if it is not one.
+
+    `graph_def_class` lets conversion parse straight into TensorFlow's own GraphDef (same schema), so a large
+    graph is parsed once.
+    """
     path = os.fspath(path)
     data, st = _read(path)
     if not data:
         raise NotAGraphError(f"{path} is empty; pass a frozen graph (.pb or .pbtxt).")
     text = _as_text(data)
     if text is not None:
-        graph_def, fmt = _parse_text(path, text), "text"
+        graph_def, fmt = _parse_text(path, text, graph_def_class), "text"
     else:
-        graph_def, fmt = _parse_binary(path, data), "binary"
+        graph_def, fmt = _parse_binary(path, data, graph_def_class), "binary"
     del data
     check_frozen(path, graph_def)
     return FrozenGraph(path=path, graph_def=graph_def, format=fmt, size=st.st_size, mtime=st.st_mtime)

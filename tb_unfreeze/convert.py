@@ -1,0 +1,294 @@
+"""Convert a frozen graph into a trainable SavedModel: load → choose → rewrite → export → verify → manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+
+from tb_unfreeze import verify as V
+from tb_unfreeze.analysis import Inspection, inspect_graph, unregistered_ops
+from tb_unfreeze.errors import ConversionError, SelectionError, UnsupportedOpsError, UserError
+from tb_unfreeze.loading import load_graph
+from tb_unfreeze.output_dir import check_output_dir, staged_dir
+from tb_unfreeze.rewrite import check_import_names, rewrite, signature_keys
+from tb_unfreeze.selection import Chosen, Selection, choose
+
+MANIFEST = "unfreeze.json"
+SAVED_MODEL = "saved_model"
+UNFROZEN_GRAPH = "unfrozen_graph.pb"
+MANIFEST_SCHEMA = "tb_unfreeze.manifest/1"
+Progress = Callable[[str, float], None]
+
+
+def _steps(progress: Progress | None):
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    last = [started, None]
+
+    def step(name: str, fraction: float) -> None:
+        now = time.perf_counter()
+        if last[1] is not None:
+            timings[last[1]] = round(now - last[0], 4)
+        last[0], last[1] = now, name
+        if progress:
+            progress(name, fraction)
+
+    return step, timings
+
+
+def _resolve_io(inspection: Inspection, inputs, outputs):
+    by_name = {i.name: i for i in inspection.inputs}
+    chosen_inputs = [i for i in inspection.inputs if i.kind != "unused"]
+    if inputs:
+        unknown = [n for n in inputs if n not in by_name]
+        if unknown:
+            raise SelectionError(
+                f"--inputs names '{unknown[0]}', which is not a placeholder of {inspection.graph.path}; "
+                f"inputs are: {', '.join(by_name) or 'none'}."
+            )
+        chosen_inputs = [by_name[n] for n in inputs]
+    if outputs:
+        missing = [n for n in outputs if n.split(":")[0] not in inspection.index.nodes]
+        if missing:
+            raise SelectionError(f"--outputs names '{missing[0]}', which is not a node of {inspection.graph.path}.")
+        fetches = [n if ":" in n else f"{n}:0" for n in outputs]
+    else:
+        fetches = [o.tensor for o in inspection.outputs]
+    if not fetches:
+        raise SelectionError(f"{inspection.graph.path} has no output that depends on an input; pass --outputs.")
+    return chosen_inputs, fetches
+
+
+def _const_value(tf, chosen: Chosen, node_by_name, frozen_values):
+    if chosen.candidate.role == "quantized_weight":
+        return frozen_values[chosen.candidate.tensor]
+    return tf.make_ndarray(node_by_name[chosen.candidate.name].attr["value"].tensor)
+
+
+def _quantized_values(tf, graph_def, chosen: list[Chosen]) -> dict:
+    tensors = [c.candidate.tensor for c in chosen if c.candidate.role == "quantized_weight"]
+    if not tensors:
+        return {}
+    graph = tf.Graph()
+    with graph.as_default():
+        fetched = tf.import_graph_def(graph_def, return_elements=tensors, name="frozen")
+    with tf.compat.v1.Session(graph=graph) as sess:
+        return dict(zip(tensors, sess.run(fetched)))
+
+
+def convert(
+    source: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    selection: Selection | None = None,
+    inputs: list[str] | None = None,
+    outputs: list[str] | None = None,
+    verify: bool = True,
+    replace: bool = False,
+    probe: str | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Turn the chosen constants of a frozen graph into variables and write a verified SavedModel.
+
+    Returns the manifest (also written to `out_dir/unfreeze.json`). Raises a UserError, writing nothing, when the
+    input, the selection or the output directory is wrong, or when TensorFlow cannot run the graph.
+    """
+    source, out_dir = os.fspath(source), os.fspath(out_dir)
+    step, timings = _steps(progress)
+    step("load", 0.0)
+    out = check_output_dir(source, out_dir, replace)
+    load_graph(source) if os.path.getsize(source) < (1 << 20) else None  # fail fast on bad small input
+    step("import tensorflow", 0.02)
+    import tensorflow as tf  # noqa: PLC0415  (only conversion pays for TensorFlow)
+
+    step("load", 0.05)
+    graph = load_graph(source, tf.compat.v1.GraphDef)  # parsed once, straight into TensorFlow's class
+    inspection = inspect_graph(graph)
+    chosen = choose(inspection, selection)
+    if not chosen:
+        raise SelectionError(f"nothing to convert in {source}: no candidate is selected; see `tb-unfreeze inspect`.")
+    feed_inputs, fetches = _resolve_io(inspection, inputs, outputs)
+
+    missing_ops = unregistered_ops(set(inspection.op_counts) - {f.signature.name for f in graph.graph_def.library.function})
+    if missing_ops:
+        raise UnsupportedOpsError(
+            f"{source} uses op(s) this TensorFlow {tf.__version__} does not register: {', '.join(missing_ops)}; "
+            "load the library that defines them (tf.load_op_library) or convert on a TensorFlow that has them."
+        )
+    sha256 = graph.sha256()
+    defaults = {i.name: i.default for i in inspection.inputs if i.default is not None and i.kind != "unused"}
+    probes, frozen_out, verify_note = {}, {}, ""
+    if verify:
+        step("run frozen graph", 0.1)
+        try:
+            probes = V.make_probes(feed_inputs, probe)
+            frozen_out = V.run_frozen(graph.graph_def, probes, fetches, defaults)
+        except V.ProbeError as e:
+            verify_note = str(e)
+        except (tf.errors.OpError, ValueError) as e:
+            verify_note = f"the frozen graph does not run on probe inputs: {_first_line(e)}; pass --probe FILE.npz"
+    step("rewrite", 0.3)
+    node_by_name = {n.name: n for n in graph.graph_def.node}
+    quantized = _quantized_values(tf, graph.graph_def, chosen)
+    values = {c.candidate.name: _const_value(tf, c, node_by_name, quantized) for c in chosen}
+    rewritten = rewrite(graph.graph_def, chosen, inspection.inputs)
+    in_keys = signature_keys([i.name for i in feed_inputs])
+    out_keys = signature_keys([f.split(":")[0] if f.endswith(":0") else f.replace(":", "_") for f in fetches])
+    signature = {
+        "inputs": {i.name: in_keys[i.name] for i in feed_inputs},
+        "outputs": dict(zip(fetches, out_keys.values())),
+    }
+    with staged_dir(out) as tmp:
+        step("build and save", 0.4)
+        variables = _build_and_save(tf, rewritten, chosen, values, feed_inputs, defaults, fetches, signature, tmp)
+        del values
+        verification = {"performed": False, "note": verify_note or ("skipped (--no-verify)" if not verify else "")}
+        if verify and not verify_note:
+            step("verify", 0.7)
+            verification = _verify(inspection, tmp, signature, probes, frozen_out)
+        step("write manifest", 0.95)
+        manifest = {
+            "schema": MANIFEST_SCHEMA,
+            "source": {"path": os.path.abspath(source), "sha256": sha256, "size": graph.size, "format": graph.format},
+            "out_dir": out,
+            "saved_model": os.path.join(out, SAVED_MODEL),
+            "unfrozen_graph": os.path.join(out, UNFROZEN_GRAPH),
+            "selection": (selection or Selection()).to_dict(),
+            "variables": variables,
+            "totals": {
+                "variables": len(variables),
+                "trainable_variables": sum(v["trainable"] for v in variables),
+                "parameters": sum(v["size"] for v in variables),
+                "trainable_parameters": sum(v["size"] for v in variables if v["trainable"]),
+            },
+            "removed_nodes": rewritten.removed,
+            "inputs": [i.to_dict() for i in feed_inputs],
+            "input_defaults": defaults,
+            "outputs": fetches,
+            "signature": signature,
+            "control_flow": inspection.control_flow,
+            "training_paths": inspection.training_paths,
+            "verification": verification,
+            "versions": {
+                "tb_unfreeze": _version(),
+                "tensorflow": tf.__version__,
+                "python": platform.python_version(),
+            },
+            "timings": timings,
+        }
+        step("done", 1.0)
+        manifest["timings"] = timings
+        with open(os.path.join(tmp, MANIFEST), "w") as f:
+            json.dump(manifest, f, indent=1, default=_json_default)
+    return manifest
+
+
+def _json_default(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(type(value).__name__)
+
+
+def _version() -> str:
+    from importlib import metadata  # noqa: PLC0415
+
+    try:
+        return metadata.version("tb_unfreeze")
+    except metadata.PackageNotFoundError:
+        return "dev"
+
+
+def _first_line(error: Exception) -> str:
+    text = getattr(error, "message", None) or str(error)
+    return text.strip().splitlines()[0][:300] if text.strip() else type(error).__name__
+
+
+def _build_and_save(tf, rewritten, chosen, values, feed_inputs, defaults, fetches, signature, tmp) -> list[dict]:
+    graph = tf.Graph()
+    records, input_map, var_list = [], {}, {}
+    with graph.as_default():
+        for reserved, c in rewritten.mapped.items():
+            name = rewritten.variable_names[c.candidate.name]
+            value = values[c.candidate.name]
+            variable = tf.compat.v1.get_variable(
+                name, shape=value.shape, dtype=tf.as_dtype(value.dtype),
+                initializer=tf.compat.v1.zeros_initializer(), trainable=c.trainable, use_resource=True,
+            )
+            input_map[reserved] = graph.get_tensor_by_name(f"{variable.op.name}/Read/ReadVariableOp:0")
+            var_list[name] = variable
+            records.append({
+                "variable_name": variable.op.name, "source": c.candidate.name, "role": c.candidate.role,
+                "trainable": c.trainable, "dtype": value.dtype.name, "shape": list(value.shape),
+                "size": int(value.size), "checkpoint_key": name,
+            })
+        check_import_names(rewritten.graph_def, {op.name for op in graph.get_operations()})
+        names = [f"{i.name}:0" for i in feed_inputs] + list(fetches)
+        try:
+            imported = tf.import_graph_def(rewritten.graph_def, input_map=input_map, return_elements=names, name="")
+        except (ValueError, tf.errors.OpError) as e:
+            raise ConversionError(f"TensorFlow refused the rewritten graph: {_first_line(e)}") from None
+        in_tensors, out_tensors = imported[: len(feed_inputs)], imported[len(feed_inputs):]
+        info = tf.compat.v1.saved_model.utils.build_tensor_info
+        sig_in = {signature["inputs"][i.name]: info(t) for i, t in zip(feed_inputs, in_tensors)}
+        sig_out = {key: info(t) for key, t in zip(signature["outputs"].values(), out_tensors)}
+        method = tf.compat.v1.saved_model.signature_constants.PREDICT_METHOD_NAME
+        signatures = {"serving_default": tf.compat.v1.saved_model.build_signature_def(sig_in, sig_out, method)}
+        if defaults:
+            extra = {signature_keys([n])[n]: info(graph.get_tensor_by_name(f"{n}:0")) for n in defaults}
+            signatures["training"] = tf.compat.v1.saved_model.build_signature_def({**sig_in, **extra}, sig_out, method)
+        saver = tf.compat.v1.train.Saver(var_list=var_list, sharded=True, allow_empty=True)
+        with tf.compat.v1.Session(graph=graph) as sess:
+            for c in chosen:
+                var_list[rewritten.variable_names[c.candidate.name]].load(values[c.candidate.name], sess)
+            builder = tf.compat.v1.saved_model.Builder(os.path.join(tmp, SAVED_MODEL))
+            builder.add_meta_graph_and_variables(
+                sess, [tf.compat.v1.saved_model.tag_constants.SERVING], signature_def_map=signatures,
+                saver=saver, strip_default_attrs=True,
+            )
+            builder.save()
+        with open(os.path.join(tmp, UNFROZEN_GRAPH), "wb") as f:
+            f.write(graph.as_graph_def().SerializeToString())
+    return records
+
+
+def _verify(inspection: Inspection, tmp: str, signature: dict, probes: dict, frozen_out: dict) -> dict:
+    import tensorflow as tf  # noqa: PLC0415
+
+    saved_model = os.path.join(tmp, SAVED_MODEL)
+    paths = inspection.training_paths
+    result: dict = {"performed": True, "probe_shapes": {k: list(v.shape) for k, v in probes.items()}}
+    try:
+        tf1_out, tf1_missing, n_trainable = V.run_saved_model_tf1(saved_model, signature, probes, gradients=True)
+    except (tf.errors.OpError, ValueError, KeyError) as e:
+        raise ConversionError(f"the converted model does not run in a TF1 Session: {_first_line(e)}") from None
+    result["outputs"] = V.compare(frozen_out, tf1_out)
+    result["tf1_session"] = {"outputs_match": all(o["passed"] for o in result["outputs"].values()),
+                             "missing_gradients": tf1_missing}
+    if paths["tf2_eager"]:
+        try:
+            tf2_out, tf2_missing, _ = V.run_saved_model_tf2(saved_model, signature, probes, gradients=True)
+            cmp2 = V.compare(frozen_out, tf2_out)
+            result["tf2"] = {"outputs_match": all(o["passed"] for o in cmp2.values()), "missing_gradients": tf2_missing,
+                             "outputs": cmp2}
+        except (tf.errors.OpError, ValueError, TypeError, AttributeError) as e:
+            result["tf2"] = {"outputs_match": False, "error": _first_line(e)}
+    else:
+        result["tf2"] = {"skipped": paths["note"]}
+    missing = result["tf2"].get("missing_gradients") if paths["tf2_eager"] else tf1_missing
+    result["gradients"] = {
+        "checked": n_trainable,
+        "missing": missing if missing is not None else tf1_missing,
+        "path": "tf2_gradient_tape" if paths["tf2_eager"] else "tf1_session",
+        "note": "" if not (missing or tf1_missing) else
+        "these trainable variables get no gradient from the outputs (they feed only non-differentiable ops or "
+        "unused outputs); mark them non-trainable or choose other outputs",
+    }
+    result["max_abs_diff"] = max((o["max_abs_diff"] or 0.0 for o in result["outputs"].values()), default=0.0)
+    result["passed"] = result["tf1_session"]["outputs_match"] and result["tf2"].get("outputs_match", True) and not (
+        result["gradients"]["missing"]
+    )
+    result["training_path"] = "tf2 (GradientTape, Keras fit) and tf1 Session" if paths["tf2_eager"] else paths["note"]
+    return result

@@ -1,0 +1,103 @@
+"""The output directory: checked before any work, built under a temporary name, renamed into place at the end.
+
+A failure or a kill therefore leaves either the previous result or nothing, never half a model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+
+from tb_unfreeze.errors import OutputDirError
+
+TMP_PREFIX = ".tb_unfreeze-tmp-"
+OWNER = ".owner-pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_output_dir(source: str, out_dir: str, replace: bool) -> str:
+    """Validate `out_dir` against `source`; return its absolute real path. Writes nothing."""
+    src = os.path.realpath(source)
+    out = os.path.realpath(out_dir)
+    if out == src:
+        raise OutputDirError(f"output {out_dir} is the source model itself; choose another directory.")
+    if src.startswith(out.rstrip(os.sep) + os.sep):
+        raise OutputDirError(
+            f"output {out_dir} contains the source model {source}; choose a directory outside it (replacing "
+            "it would delete your model)."
+        )
+    if out.startswith(src.rstrip(os.sep) + os.sep):
+        raise OutputDirError(f"output {out_dir} is inside the source {source}; choose another directory.")
+    if os.path.exists(out):
+        if not os.path.isdir(out):
+            raise OutputDirError(f"output {out_dir} exists and is a file; choose a directory path.")
+        if os.listdir(out) and not replace:
+            raise OutputDirError(
+                f"output {out_dir} already exists and is not empty; pass --replace (replace=True) to overwrite it."
+            )
+    parent = os.path.dirname(out) or "."
+    if not os.path.isdir(parent):
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as e:
+            raise OutputDirError(f"cannot create the parent of {out_dir} ({e.strerror}).") from None
+    if not os.access(parent, os.W_OK):
+        raise OutputDirError(f"cannot write in {parent}; choose a writable output directory.")
+    return out
+
+
+@contextlib.contextmanager
+def staged_dir(out: str):
+    """Yield a fresh temporary directory beside `out`; on success it replaces `out` atomically."""
+    parent = os.path.dirname(out)
+    clean_stale(parent)
+    tmp = tempfile.mkdtemp(prefix=TMP_PREFIX, dir=parent)
+    with open(os.path.join(tmp, OWNER), "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if os.path.exists(out):
+        old = tempfile.mkdtemp(prefix=TMP_PREFIX + "old-", dir=parent)
+        os.rmdir(old)
+        os.rename(out, old)
+    os.remove(os.path.join(tmp, OWNER))
+    try:
+        os.rename(tmp, out)
+    except OSError:
+        if old:
+            os.rename(old, out)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def clean_stale(parent: str) -> None:
+    """Remove temporary folders left by a killed conversion (their owner process is gone)."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(parent):
+            path = os.path.join(parent, name)
+            if not name.startswith(TMP_PREFIX):
+                continue
+            try:
+                with open(os.path.join(path, OWNER)) as f:
+                    owner = int(f.read().strip() or 0)
+            except (OSError, ValueError):
+                owner = 0
+            if not owner or not _alive(owner):
+                shutil.rmtree(path, ignore_errors=True)
