@@ -1,24 +1,340 @@
-"""The Unfreeze plugin (start-up stub; routes follow)."""
+"""The Unfreeze plugin: thin `*_route` methods (HTTP parsing and checks) over plain `*_impl` methods.
+
+Routes live under `/data/plugin/unfreeze/` and are documented in `http_api.md`. Every failure is raised as a
+`tensorboard.errors` type (the client gets a 4xx and the message), never an opaque 500.
+"""
 
 from __future__ import annotations
 
-from tensorboard.plugins import base_plugin
+import collections
+import logging
+import mimetypes
+import os
+import threading
 
-from tb_unfreeze.plugin import metadata
+from tensorboard import errors
+from tensorboard.backend import http_util
+from tensorboard.compat.proto import graph_pb2
+from tensorboard.plugins import base_plugin
+from werkzeug import security as wz_security
+from werkzeug import wrappers
+
+from tb_unfreeze.errors import UserError
+from tb_unfreeze.plugin import graph_view, metadata, security, validation
+from tb_unfreeze.plugin.discovery import Discovery, ModelFile
+from tb_unfreeze.plugin.jobs import JobRunner
+from tb_unfreeze.plugin.outputs import Outputs
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+_CONTENT_TYPES = {
+    ".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css", ".map": "application/json",
+    ".json": "application/json", ".html": "text/html", ".svg": "image/svg+xml", ".png": "image/png",
+    ".woff2": "font/woff2", ".woff": "font/woff", ".ttf": "font/ttf", ".wasm": "application/wasm",
+}
+
+
+class UserPublicError(errors.PublicError):
+    """A library UserError on its way to the client, with the error's own HTTP code."""
+
+    def __init__(self, error: UserError) -> None:
+        super().__init__(str(error))
+        code = getattr(error, "http_code", 400)
+        self.http_code = code if 400 <= code < 500 else 400
+
+
+def _json(request: wrappers.Request, content) -> wrappers.Response:
+    return http_util.Respond(request, content, "application/json")
+
+
+def _route(method: str):
+    """Wrap a `(self, request) -> Response` handler with the Host and method checks and UserError mapping."""
+
+    def decorate(handler):
+        @wrappers.Request.application
+        def app(self, request: wrappers.Request) -> wrappers.Response:
+            self._hosts.check(request)
+            if method == "GET":
+                security.check_read_request(request)
+            try:
+                return handler(self, request)
+            except UserError as e:
+                raise UserPublicError(e) from None
+
+        app.__name__ = app.__qualname__ = handler.__name__
+        app.__doc__ = handler.__doc__
+        return app
+
+    return decorate
 
 
 class UnfreezePlugin(base_plugin.TBPlugin):
+    """Lists frozen graphs in the logdir, converts them in the background and serves the side-by-side view."""
+
     plugin_name = metadata.PLUGIN_NAME
 
+    def __init__(
+        self,
+        context: base_plugin.TBContext,
+        *,
+        model_dirs: list[str] | tuple[str, ...] = (),
+        hosts: security.HostPolicy | None = None,
+        jobs: JobRunner | None = None,
+        index_interval: float | None = None,
+        static_dir: str = STATIC_DIR,
+    ) -> None:
+        """`context.logdir` holds models and outputs; `index_interval` (s) starts the background indexer."""
+        if not context.logdir:
+            raise ValueError("the Unfreeze plugin needs a local --logdir")
+        self.outputs = Outputs(context.logdir)
+        self.discovery = Discovery(
+            [self.outputs.logdir, *model_dirs], skip=[self.outputs.root], on_parsed=self._on_parsed
+        )
+        self.jobs = jobs or JobRunner(self._run_job)
+        self._hosts = hosts or security.HostPolicy()
+        self._static_dir = static_dir
+        self._graph_cache: collections.OrderedDict[tuple, dict] = collections.OrderedDict()
+        self._graph_lock = threading.Lock()
+        self._stop = threading.Event()
+        if index_interval:
+            threading.Thread(target=self._index_loop, args=(index_interval,), name="unfreeze-index", daemon=True).start()
+
     @classmethod
-    def from_context(cls, context: base_plugin.TBContext) -> "UnfreezePlugin":
-        return cls(context)
+    def from_context(cls, context: base_plugin.TBContext) -> UnfreezePlugin | None:
+        """Build from TensorBoard's flags; None (plugin skipped) without a local logdir."""
+        flags = context.flags
+        logdir = context.logdir or ""
+        if not logdir or "://" in logdir:
+            logger.warning("unfreeze: needs a local --logdir (got %r); the Unfreeze tab is off", logdir)
+            return None
+        split = lambda v: [p.strip() for p in (v or "").split(",") if p.strip()]  # noqa: E731
+        hosts = security.HostPolicy(
+            host=getattr(flags, "host", None),
+            bind_all=bool(getattr(flags, "bind_all", False)),
+            allowed=split(getattr(flags, "unfreeze_allowed_hosts", "")),
+        )
+        model_dirs = split(getattr(flags, "unfreeze_model_dirs", ""))
+        return cls(context, model_dirs=model_dirs, hosts=hosts, index_interval=10.0)
+
+    # -- TBPlugin ---------------------------------------------------------------------------------------------
 
     def get_plugin_apps(self) -> dict:
-        return {}
+        return {
+            "/index.js": self.index_js_route,
+            "/static/*": self.static_route,
+            "/models": self.models_route,
+            "/candidates": self.candidates_route,
+            "/convert": self.convert_route,
+            "/jobs": self.jobs_route,
+            "/history": self.history_route,
+            "/graph": self.graph_route,
+            "/manifest": self.manifest_route,
+        }
 
     def is_active(self) -> bool:
-        return False
+        """Cheap: the last scan's answer (the indexer or a request keeps it fresh)."""
+        return self.discovery.known()
 
     def frontend_metadata(self) -> base_plugin.FrontendMetadata:
         return base_plugin.FrontendMetadata(es_module_path="/index.js", tab_name=metadata.TAB_NAME)
+
+    def stop(self) -> None:
+        """Stop the background indexer and let the workers finish (tests)."""
+        self._stop.set()
+        self.jobs.stop()
+
+    # -- background -------------------------------------------------------------------------------------------
+
+    def _index_loop(self, interval: float) -> None:
+        while not self._stop.is_set():
+            try:
+                self.discovery.scan(force=True)
+                self.discovery.index_all()
+            except Exception:  # keep indexing later; TensorBoard must not notice
+                logger.exception("unfreeze: indexing failed")
+            self._stop.wait(interval)
+
+    def _on_parsed(self, model: ModelFile, inspection) -> None:
+        self.outputs.ensure_frozen_run(model, inspection.graph)
+
+    def _run_job(self, job, progress) -> dict:
+        model = self.discovery.get(job.model)
+        return self.outputs.convert(model, job.params, {**job.client, "job": job.id}, progress)
+
+    # -- impls ------------------------------------------------------------------------------------------------
+
+    def models_impl(self) -> list[dict]:
+        """Every model with its status and latest conversion."""
+        return [self._model_entry(m) for m in self.discovery.models()]
+
+    def _model_entry(self, model: ModelFile) -> dict:
+        parsed = self.discovery.parsed(model)
+        latest = self.outputs.history.latest(model.id)
+        job = self.jobs.active(model.id)
+        status, message = "frozen", None
+        if parsed.error is not None:
+            status, message = "invalid", parsed.error
+        elif job is not None:
+            status = "converting"
+        elif latest is not None and not latest.get("ok"):
+            status, message = "failed", latest.get("error")
+        elif latest is not None and self.outputs.manifest(model.id) is not None:
+            status = "converted"
+        source = (latest or {}).get("source") or {}
+        totals = (parsed.inspection or {}).get("totals")
+        return {
+            "id": model.id,
+            "path": model.path,
+            "size": model.size,
+            "mtime": model.mtime,
+            "status": status,
+            "message": message,
+            "totals": totals,
+            "latest": latest,
+            "stale": bool(status == "converted" and source and source.get("mtime") != model.mtime),
+            "job": job.to_dict() if job is not None else None,
+            "runs": {
+                w: metadata.run_name(model.id, w) if self.outputs.has_run(model.id, w) else None
+                for w in (metadata.FROZEN_RUN, metadata.UNFROZEN_RUN)
+            },
+        }
+
+    def candidates_impl(self, model_id: str) -> dict:
+        """Exactly `inspect_model(path).to_dict()` (cached per file version)."""
+        parsed = self.discovery.parsed(self.discovery.get(model_id))
+        if parsed.error is not None:
+            raise _user_error(parsed.error, parsed.http_code)
+        return parsed.inspection
+
+    def convert_impl(self, body: dict, client: dict) -> dict:
+        """Validate a conversion request and queue it; 409 if the model is already converting."""
+        params = validation.conversion_params(body)
+        model = self.discovery.get(params.pop("model"))
+        parsed = self.discovery.parsed(model)
+        if parsed.error is not None:
+            raise _user_error(parsed.error, parsed.http_code)
+        validation.check_selection(params, parsed.inspection)
+        job = self.jobs.submit(model.id, params, client)
+        return {"job": job.to_dict()}
+
+    def jobs_impl(self, job_id: str | None = None) -> dict:
+        if job_id is not None:
+            return {"job": self.jobs.get(validation.check_job_id(job_id)).to_dict()}
+        return {"jobs": [j.to_dict() for j in self.jobs.list()]}
+
+    def history_impl(self, model_id: str | None = None, limit: int = 200) -> dict:
+        if model_id is None:
+            records = self.outputs.history.all()
+        else:
+            self.discovery.get(model_id)
+            records = list(reversed(self.outputs.history.for_model(model_id)))
+        return {"history": records[:limit], "total": len(records)}
+
+    def manifest_impl(self, model_id: str) -> dict:
+        model = self.discovery.get(model_id)
+        manifest = self.outputs.manifest(model.id)
+        if manifest is None:
+            raise errors.NotFoundError(f"{model_id} has not been converted yet; POST /convert first.")
+        return manifest
+
+    def graph_impl(self, model_id: str, which: str) -> dict:
+        """The compact graph of one side, with the nodes the conversion changed marked."""
+        if which not in (metadata.FROZEN_RUN, metadata.UNFROZEN_RUN):
+            raise errors.InvalidArgumentError(f"which must be 'frozen' or 'unfrozen', not {which[:40]!r}.")
+        model = self.discovery.get(model_id)
+        unfrozen_path = self.outputs.unfrozen_graph_path(model.id)
+        try:
+            st = os.stat(unfrozen_path)
+            unfrozen_key = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            unfrozen_key = None
+        if which == metadata.UNFROZEN_RUN and unfrozen_key is None:
+            raise errors.NotFoundError(f"{model_id} has not been converted yet; there is no unfrozen graph.")
+        key = (model.key, unfrozen_key, which)
+        with self._graph_lock:
+            if key in self._graph_cache:
+                self._graph_cache.move_to_end(key)
+                return self._graph_cache[key]
+        frozen = self.discovery.graph(model).graph_def
+        unfrozen = None
+        if unfrozen_key is not None:
+            unfrozen = graph_pb2.GraphDef()
+            with open(unfrozen_path, "rb") as f:
+                unfrozen.ParseFromString(f.read())
+        changes = graph_view.changes(frozen, unfrozen, self.outputs.manifest(model.id)) if unfrozen else None
+        if which == metadata.FROZEN_RUN:
+            result = graph_view.compact(frozen, changes["frozen"] if changes else ())
+        else:
+            result = graph_view.compact(unfrozen, changes["unfrozen"], changes["added"])
+        result.update(model=model.id, which=which, run=metadata.run_name(model.id, which))
+        with self._graph_lock:
+            self._graph_cache[key] = result
+            while len(self._graph_cache) > 6:
+                self._graph_cache.popitem(last=False)
+        return result
+
+    def static_impl(self, relpath: str) -> tuple[bytes, str]:
+        """A built frontend file and its content type; 404 if it is not there (or not inside the folder)."""
+        path = wz_security.safe_join(self._static_dir, relpath) if relpath else None
+        if path is None or not os.path.isfile(path) or not security.is_within(path, self._static_dir):
+            if relpath == "index.js":
+                raise errors.NotFoundError(
+                    "the Unfreeze frontend is not built: tb_unfreeze/plugin/static/index.js is missing; build it "
+                    "from frontend/ (see its README)."
+                )
+            raise errors.NotFoundError(f"no static file {relpath[:100]!r}.")
+        ext = os.path.splitext(path)[1].lower()
+        content_type = _CONTENT_TYPES.get(ext) or mimetypes.guess_type(path)[0] or "application/octet-stream"
+        with open(path, "rb") as f:
+            return f.read(), content_type
+
+    # -- routes -----------------------------------------------------------------------------------------------
+
+    @_route("GET")
+    def index_js_route(self, request: wrappers.Request) -> wrappers.Response:
+        return http_util.Respond(request, *self.static_impl("index.js"))
+
+    @_route("GET")
+    def static_route(self, request: wrappers.Request) -> wrappers.Response:
+        marker = f"/{metadata.PLUGIN_NAME}/static/"
+        relpath = request.path.split(marker, 1)[1] if marker in request.path else ""
+        return http_util.Respond(request, *self.static_impl(relpath))
+
+    @_route("GET")
+    def models_route(self, request: wrappers.Request) -> wrappers.Response:
+        return _json(request, {"models": self.models_impl()})
+
+    @_route("GET")
+    def candidates_route(self, request: wrappers.Request) -> wrappers.Response:
+        return _json(request, self.candidates_impl(validation.arg(request, "model")))
+
+    @_route("POST")
+    def convert_route(self, request: wrappers.Request) -> wrappers.Response:
+        body = security.read_json_body(request)
+        client = {"address": request.remote_addr, "user_agent": request.headers.get("User-Agent", "")[:300]}
+        return _json(request, self.convert_impl(body, client))
+
+    @_route("GET")
+    def jobs_route(self, request: wrappers.Request) -> wrappers.Response:
+        return _json(request, self.jobs_impl(validation.arg(request, "id", required=False)))
+
+    @_route("GET")
+    def history_route(self, request: wrappers.Request) -> wrappers.Response:
+        limit = validation.int_arg(request, "limit", default=200, low=1, high=10000)
+        return _json(request, self.history_impl(validation.arg(request, "model", required=False), limit))
+
+    @_route("GET")
+    def graph_route(self, request: wrappers.Request) -> wrappers.Response:
+        which = validation.arg(request, "which", required=False) or metadata.FROZEN_RUN
+        return _json(request, self.graph_impl(validation.arg(request, "model"), which))
+
+    @_route("GET")
+    def manifest_route(self, request: wrappers.Request) -> wrappers.Response:
+        return _json(request, self.manifest_impl(validation.arg(request, "model")))
+
+
+def _user_error(message: str, http_code: int) -> errors.PublicError:
+    error = errors.PublicError(message)
+    error.http_code = http_code if 400 <= http_code < 500 else 400
+    return error

@@ -1,0 +1,179 @@
+"""The plugin's output tree and the conversion a job runs.
+
+    <logdir>/unfreeze/<model id>/model/          the `convert` out_dir (SavedModel, unfrozen_graph.pb, unfreeze.json)
+    <logdir>/unfreeze/<model id>/frozen/         TensorBoard run with the frozen graph
+    <logdir>/unfreeze/<model id>/unfrozen/       TensorBoard run with the unfrozen graph
+    <logdir>/unfreeze/<model id>/history.jsonl   one line per conversion, from every TensorBoard on this logdir
+
+Everything here goes through the core library (`tb_unfreeze.convert`, `tb_unfreeze.log_graphs`); TensorFlow is
+imported only inside `Outputs.convert`, i.e. on a job worker thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+
+from tensorboard import errors
+
+import tb_unfreeze
+from tb_unfreeze.errors import BusyError
+from tb_unfreeze.plugin import metadata
+from tb_unfreeze.plugin.discovery import ModelFile
+from tb_unfreeze.plugin.history import History
+from tb_unfreeze.plugin.security import check_model_id, is_within
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "unfreeze.json"
+UNFROZEN_GRAPH = "unfrozen_graph.pb"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def summarize(manifest: dict, model_id: str) -> dict:
+    """The few numbers a listing or a history line shows about a finished conversion."""
+    totals = manifest.get("totals") or {}
+    verification = manifest.get("verification") or {}
+    return {
+        "variables": totals.get("variables"),
+        "trainable_variables": totals.get("trainable_variables"),
+        "parameters": totals.get("parameters"),
+        "trainable_parameters": totals.get("trainable_parameters"),
+        "verification": {k: v for k, v in verification.items() if not isinstance(v, (list, dict))},
+        "out_dir": manifest.get("out_dir"),
+        "saved_model": manifest.get("saved_model"),
+        "runs": {w: metadata.run_name(model_id, w) for w in (metadata.FROZEN_RUN, metadata.UNFROZEN_RUN)},
+    }
+
+
+class Outputs:
+    """Paths and writes under `<logdir>/unfreeze/` for one logdir."""
+
+    def __init__(self, logdir: str) -> None:
+        self.logdir = os.path.realpath(logdir)
+        self.root = os.path.join(self.logdir, metadata.OUTPUT_DIR)
+        self.history = History(self.root)
+
+    def model_dir(self, model_id: str) -> str:
+        """`<logdir>/unfreeze/<id>`, refused if anything on the way is a symlink leading elsewhere."""
+        path = os.path.join(self.root, *check_model_id(model_id).split("/"))
+        if not is_within(path, self.root) or not is_within(self.root, self.logdir):
+            raise errors.PermissionDeniedError(f"the output folder of {model_id!r} resolves outside the logdir.")
+        return path
+
+    def out_dir(self, model_id: str) -> str:
+        return os.path.join(self.model_dir(model_id), metadata.MODEL_SUBDIR)
+
+    def manifest(self, model_id: str) -> dict | None:
+        """The manifest of the latest successful conversion, or None."""
+        try:
+            with open(os.path.join(self.out_dir(model_id), MANIFEST), encoding="utf-8") as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def unfrozen_graph_path(self, model_id: str) -> str:
+        return os.path.join(self.out_dir(model_id), UNFROZEN_GRAPH)
+
+    def has_run(self, model_id: str, which: str, newer_than: float = 0.0) -> bool:
+        """Whether the run holds an event file written after `newer_than` (a timestamp)."""
+        run = os.path.join(self.model_dir(model_id), which)
+        try:
+            names = os.listdir(run)
+        except OSError:
+            return False
+        return any(
+            metadata.EVENT_FILE_MARKER in n and os.path.getmtime(os.path.join(run, n)) >= newer_than for n in names
+        )
+
+    def ensure_frozen_run(self, model: ModelFile, graph: object) -> None:
+        """Log the frozen graph run unless one at least as new as the model file is already there."""
+        if self.has_run(model.id, metadata.FROZEN_RUN, newer_than=model.mtime):
+            return
+        try:
+            with self.lock(model.id, wait=False):
+                tb_unfreeze.log_graphs(self.logdir, model.id, frozen=graph)
+        except BusyError:
+            pass  # another TensorBoard converts it and logs both runs
+        except OSError as e:
+            logger.warning("unfreeze: cannot log the frozen graph of %s: %s", model.id, e)
+
+    @contextlib.contextmanager
+    def lock(self, model_id: str, wait: bool) -> Iterator[None]:
+        """An exclusive lock on the model's output folder, shared by every TensorBoard on this logdir."""
+        model_dir = self.model_dir(model_id)
+        os.makedirs(model_dir, exist_ok=True)
+        fd = os.open(os.path.join(model_dir, metadata.LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                raise BusyError(
+                    f"{model_id} is being converted by another TensorBoard on this logdir; wait for it to finish."
+                ) from None
+            yield
+        finally:
+            os.close(fd)
+
+    def convert(self, model: ModelFile, params: dict, client: dict, progress: Callable[[str, float], None]) -> dict:
+        """Run `tb_unfreeze.convert` into `model/` (replacing the last result), log both runs, append history."""
+        started = time.time()
+        record = {
+            "time": _now(),
+            "model": model.id,
+            "client": client.get("address"),
+            "user_agent": client.get("user_agent"),
+            "job": client.get("job"),
+            "request": params,
+            "source": {"size": model.size, "mtime": model.mtime},
+        }
+        selection = tb_unfreeze.Selection(
+            only=params.get("only"), exclude=params.get("exclude") or (), trainable=params.get("trainable") or {}
+        )
+        with self.lock(model.id, wait=False):  # a refusal here (BusyError) is not a conversion: no history line
+            try:
+                manifest = tb_unfreeze.convert(
+                    model.path,
+                    self.out_dir(model.id),
+                    selection=selection,
+                    inputs=params.get("inputs"),
+                    outputs=params.get("outputs"),
+                    verify=params.get("verify", True),
+                    replace=True,
+                    progress=progress,
+                )
+            except Exception as e:
+                record.update(ok=False, error=_public_message(e, model.id), seconds=round(time.time() - started, 3))
+                self._record(model.id, record)
+                raise
+            result = summarize(manifest, model.id)
+            progress("log graphs", 1.0)
+            try:  # the model is converted even if the runs cannot be written: say so, do not fail the job
+                tb_unfreeze.log_graphs(self.logdir, model.id, frozen=model.path, unfrozen=self.out_dir(model.id))
+            except Exception as e:
+                logger.exception("unfreeze: logging the graph runs of %s failed", model.id)
+                result["warnings"] = [f"the graph runs were not written: {_public_message(e, model.id)}"]
+        record.update(ok=True, result=result, error=None, seconds=round(time.time() - started, 3))
+        self._record(model.id, record)
+        return result
+
+    def _record(self, model_id: str, record: dict) -> None:
+        try:
+            self.history.append(model_id, record)
+        except OSError as e:
+            logger.warning("unfreeze: cannot write the history of %s: %s", model_id, e)
+
+
+def _public_message(error: Exception, model_id: str) -> str:
+    if isinstance(error, (tb_unfreeze.errors.UserError, errors.PublicError)):
+        return str(error)
+    return f"internal error while converting {model_id}; the TensorBoard log has the details."

@@ -1,0 +1,37 @@
+"""Shared fixtures: the real frozen graphs of the shared models folder (never copied into the repository).
+
+The folder is `$TB_UNFREEZE_MODELS`, by default `<repo>/../shared/models`. Tests that need it are skipped,
+with the reason, when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS_DIR = os.environ.get("TB_UNFREEZE_MODELS") or os.path.join(os.path.dirname(REPO), "shared", "models")
+
+
+@pytest.fixture(scope="session")
+def real_models_dir() -> str:
+    """The shared models folder; skips the test if it is not there."""
+    if not os.path.isdir(MODELS_DIR):
+        pytest.skip(f"shared models folder {MODELS_DIR} is absent; set TB_UNFREEZE_MODELS to a copy of it")
+    return MODELS_DIR
+
+
+@pytest.fixture(scope="session")
+def real_model(real_models_dir: str) -> Callable[[str], str]:
+    """`real_model("tf2onnx_regression.pb")` -> path of that file in the models folder (skips if missing)."""
+
+    def find(name: str) -> str:
+        for sub in ("real", "not_frozen", ""):
+            path = os.path.join(real_models_dir, sub, name)
+            if os.path.isfile(path) or os.path.isdir(path):
+                return path
+        pytest.skip(f"model {name} is not in {real_models_dir}")
+
+    return find
