@@ -1,0 +1,269 @@
+"""The fine-tuning story: a frozen model fails on a shifted task, is unfrozen, fine-tuned with Keras, and re-frozen.
+
+Every step goes through the public API (`convert`, `tb_unfreeze.keras.UnfrozenLayer`, `refreeze`, `log_graphs`);
+this module only supplies the data, the training loop settings and the scalars TensorBoard shows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+
+from tb_unfreeze import demo, errors
+
+SHIFTS = ("invert", "rotate")
+FINETUNE_RUNS = os.path.join("unfreeze", "finetune")  # scalars: <logdir>/unfreeze/finetune/{train,test}
+WORK_DIR = "finetune"  # conversions: <logdir>/finetune/...
+MODEL_ID = "digits_convnet"
+FINETUNED_ID = "digits_convnet_finetuned"
+
+
+def shift_images(x: np.ndarray, shift: str) -> np.ndarray:
+    """The shifted task: `invert` (white digits on black become black on white) or `rotate` (a quarter turn)."""
+    if shift == "invert":
+        return (1.0 - x).astype(np.float32)
+    if shift == "rotate":
+        return np.ascontiguousarray(np.rot90(x, k=1, axes=(1, 2)), dtype=np.float32)
+    raise errors.UserError(f"unknown shift '{shift}'; choose one of: {', '.join(SHIFTS)}.")
+
+
+def frozen_metrics(frozen_pb: str, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Loss (cross-entropy) and accuracy of a frozen classifier graph (one data input, one probability output),
+    run as-is in a TF1 Session."""
+    from tb_unfreeze import inspect_model  # noqa: PLC0415
+    from tb_unfreeze.verify import run_frozen  # noqa: PLC0415
+
+    ins = inspect_model(frozen_pb)
+    data = [i for i in ins.inputs if i.kind == "data"]
+    if len(data) != 1 or len(ins.outputs) != 1:
+        raise errors.UserError(f"{frozen_pb} is not a classifier with one input and one output; cannot score it.")
+    defaults = {i.name: i.default for i in ins.inputs if i.default is not None and i.kind != "unused"}
+    fetch = ins.outputs[0].tensor
+    probabilities = run_frozen(ins.graph.graph_def, {data[0].name: x}, [fetch], defaults)[fetch]
+    picked = np.clip(probabilities[np.arange(len(y)), y], 1e-7, 1.0)
+    return {"loss": float(-np.mean(np.log(picked))), "accuracy": float(np.mean(np.argmax(probabilities, -1) == y))}
+
+
+def _single_output(result):
+    # A signature returns a dict keyed by output; the digits model has exactly one.
+    if isinstance(result, dict):
+        if len(result) != 1:
+            raise errors.UserError(f"the model has {len(result)} outputs; fine-tune it with your own Keras head.")
+        return next(iter(result.values()))
+    return result
+
+
+def build_model(saved_model_dir: str, input_shape=(8, 8, 1), learning_rate: float = 1e-3, optimizer: str = "adam"):
+    """A Keras model whose only layer is the converted SavedModel, compiled for sparse labels on probabilities.
+
+    Call inside `strategy.scope()` to train it distributed: the layer's variables are then created by the strategy.
+    """
+    import keras  # noqa: PLC0415
+
+    from tb_unfreeze.keras import UnfrozenLayer  # noqa: PLC0415
+
+    layer = UnfrozenLayer(saved_model_dir)
+    inputs = keras.Input(input_shape, name="image")
+    model = keras.Model(inputs, _single_output(layer(inputs)), name="finetuned")
+    opt = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}[optimizer](learning_rate)
+    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model, layer
+
+
+def finetune_model(
+    saved_model_dir: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int = 5,
+    batch_size: int = 32,
+    learning_rate: float = 1e-3,
+    optimizer: str = "adam",
+    strategy=None,
+    shuffle: bool = True,
+    seed: int = demo.SEED,
+    callbacks=(),
+    validation_data=None,
+):
+    """Fine-tune a converted SavedModel with `model.fit`; returns (model, layer, history).
+
+    With a `tf.distribute` strategy, the model is built in its scope, so the same code trains on several devices
+    (MirroredStrategy) or several machines (MultiWorkerMirroredStrategy); `batch_size` is the global batch.
+    """
+    import contextlib  # noqa: PLC0415
+
+    import keras  # noqa: PLC0415
+
+    keras.utils.set_random_seed(seed)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model, layer = build_model(saved_model_dir, x.shape[1:], learning_rate, optimizer)
+    history = model.fit(
+        x, y, batch_size=batch_size, epochs=epochs, shuffle=shuffle, verbose=0,
+        callbacks=list(callbacks), validation_data=validation_data,
+    )
+    return model, layer, history
+
+
+def _scalar_callback(logdir: str, before: dict):
+    """Write loss and accuracy per epoch with tf.summary: runs `train` and `test`; step 0 is the frozen model."""
+    import keras  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    root = os.path.join(logdir, FINETUNE_RUNS)
+
+    class Scalars(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.writers = {run: tf.summary.create_file_writer(os.path.join(root, run)) for run in ("train", "test")}
+            self._write(0, before)
+
+        def _write(self, step: int, values: dict) -> None:
+            for run, writer in self.writers.items():
+                with writer.as_default():
+                    for metric in ("loss", "accuracy"):
+                        key = metric if run == "train" else f"val_{metric}"
+                        if key in values:
+                            tf.summary.scalar(metric, float(values[key]), step=step)
+                writer.flush()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._write(epoch + 1, logs or {})
+
+        def on_train_end(self, logs=None):
+            for writer in self.writers.values():
+                writer.close()
+
+    return Scalars()
+
+
+def _evaluate(model, x, y) -> tuple[float, float]:
+    loss, accuracy = model.evaluate(x, y, batch_size=256, verbose=0)
+    return float(loss), float(accuracy)
+
+
+def _bn_statistics(frozen_pb: str) -> dict[str, bool]:
+    from tb_unfreeze import inspect_model  # noqa: PLC0415
+
+    roles = ("bn_moving_mean", "bn_moving_variance")
+    return {c.name: True for c in inspect_model(frozen_pb).candidates if c.role in roles}
+
+
+def run_finetune(
+    logdir: str = "out",
+    epochs: int = 5,
+    shift: str = "invert",
+    batch_norm_trainable: bool = False,
+    *,
+    batch_size: int = 32,
+    learning_rate: float = 1e-3,
+    train_size: int | None = None,
+    seed: int = demo.SEED,
+    log: bool = True,
+    verbose: bool = True,
+) -> dict:
+    """Score the demo's frozen convnet on a shifted task (X), unfreeze and fine-tune it (Y), re-freeze it.
+
+    Prepares the demo first when `logdir` lacks `digits_convnet.pb`. Writes into `logdir`: the conversion and the
+    fine-tuned SavedModel under `finetune/`, the re-frozen `digits_convnet_finetuned.pb`, loss/accuracy scalars
+    under `unfreeze/finetune/{train,test}` and (with `log`) the graphs for the Unfreeze tab. Batch-norm moving
+    statistics stay constants-turned-non-trainable-variables unless `batch_norm_trainable` (then gradient descent
+    moves them too; TensorFlow's inference-mode batch norm cannot recompute them). Returns a report dict with
+    `accuracy_frozen` (X) and `accuracy_finetuned` (Y).
+    """
+    from tb_unfreeze import Selection, convert, log_graphs  # noqa: PLC0415
+    from tb_unfreeze.refreeze import refreeze  # noqa: PLC0415
+
+    if shift not in SHIFTS:
+        raise errors.UserError(f"unknown shift '{shift}'; choose one of: {', '.join(SHIFTS)}.")
+    if epochs < 1:
+        raise errors.UserError(f"epochs must be at least 1 (got {epochs}).")
+    started = time.perf_counter()
+    say = print if verbose else (lambda *a, **k: None)
+    frozen_pb = os.path.join(logdir, demo.CONVNET_FILE)
+    if not os.path.isfile(frozen_pb):
+        say(f"{frozen_pb} is missing: preparing the demo first")
+        demo.prepare_demo(logdir)
+    digits = demo.load_digits(seed)
+    x_train, y_train = shift_images(digits.x_train, shift), digits.y_train
+    x_test, y_test = shift_images(digits.x_test, shift), digits.y_test
+    if train_size:
+        x_train, y_train = x_train[:train_size], y_train[:train_size]
+
+    train_before = frozen_metrics(frozen_pb, x_train, y_train)
+    test_before = frozen_metrics(frozen_pb, x_test, y_test)
+    accuracy_frozen = test_before["accuracy"]
+    say(f"frozen model on {shift}ed digits: accuracy X = {accuracy_frozen:.3f}")
+
+    work = os.path.join(logdir, WORK_DIR)
+    converted = os.path.join(work, MODEL_ID + "_unfrozen")
+    selection = Selection(trainable=_bn_statistics(frozen_pb)) if batch_norm_trainable else None
+    manifest = convert(frozen_pb, converted, selection=selection, replace=True)
+    if log:
+        log_graphs(logdir, MODEL_ID, frozen=frozen_pb, unfrozen=converted)
+
+    before = {**train_before, **{f"val_{k}": v for k, v in test_before.items()}}
+    model, layer, history = finetune_model(
+        manifest["saved_model"], x_train, y_train, epochs=epochs, batch_size=batch_size,
+        learning_rate=learning_rate, seed=seed, validation_data=(x_test, y_test),
+        callbacks=[_scalar_callback(logdir, before)],
+    )
+    _, accuracy_finetuned = _evaluate(model, x_test, y_test)
+    say(f"fine-tuned for {epochs} epochs: accuracy Y = {accuracy_finetuned:.3f}")
+
+    finetuned = os.path.join(work, FINETUNED_ID)
+    _save_finetuned(layer, manifest, finetuned)
+    refrozen_pb = os.path.join(logdir, FINETUNED_ID + ".pb")
+    refrozen = refreeze(finetuned, refrozen_pb)
+    # The re-frozen graph must give what the fine-tuned Keras model gives, not only what its SavedModel gives.
+    keras_out = np.asarray(model.predict(x_test, batch_size=256, verbose=0))
+    from tb_unfreeze.verify import run_frozen, tolerance  # noqa: PLC0415
+
+    frozen_out = run_frozen(_read_graph_def(refrozen_pb), {demo.CONVNET_INPUT: x_test}, manifest["outputs"][:1], {})
+    refrozen_vs_keras = float(np.max(np.abs(next(iter(frozen_out.values())) - keras_out)))
+    if log:
+        log_graphs(logdir, FINETUNED_ID, frozen=refrozen_pb)
+    say(f"re-frozen into {refrozen_pb} (max abs diff vs the fine-tuned model {refrozen_vs_keras:.2e})")
+    return {
+        "shift": shift,
+        "epochs": epochs,
+        "train_size": len(y_train),
+        "test_size": len(y_test),
+        "batch_norm_trainable": batch_norm_trainable,
+        "accuracy_frozen": accuracy_frozen,
+        "accuracy_finetuned": accuracy_finetuned,
+        "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+        "frozen": frozen_pb,
+        "converted": converted,
+        "finetuned_saved_model": finetuned,
+        "refrozen": refrozen_pb,
+        "refreeze": refrozen,
+        "refrozen_vs_keras_max_abs_diff": refrozen_vs_keras,
+        "refrozen_vs_keras_tolerance": tolerance(keras_out),
+        "scalars": os.path.join(logdir, FINETUNE_RUNS),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def _read_graph_def(path: str):
+    import tensorflow as tf  # noqa: PLC0415
+
+    graph_def = tf.compat.v1.GraphDef()
+    with open(path, "rb") as f:
+        graph_def.ParseFromString(f.read())
+    return graph_def
+
+
+def _save_finetuned(layer, manifest: dict, out_dir: str) -> None:
+    """The fine-tuned SavedModel plus the conversion's manifest, so `refreeze` finds the original names."""
+    if os.path.exists(out_dir):
+        shutil.rmtree(out_dir)
+    os.makedirs(out_dir)
+    layer.save_weights_to_saved_model(os.path.join(out_dir, "saved_model"))
+    finetuned_manifest = dict(manifest, saved_model=os.path.join(out_dir, "saved_model"), finetuned_from=manifest[
+        "out_dir"])
+    with open(os.path.join(out_dir, "unfreeze.json"), "w") as f:
+        json.dump(finetuned_manifest, f, indent=1)
