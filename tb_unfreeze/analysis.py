@@ -8,7 +8,7 @@ import re
 import sys
 
 from tb_unfreeze import roles as R
-from tb_unfreeze.candidates import Candidate, find_candidates
+from tb_unfreeze.candidates import Candidate, find_candidates, upstream_of_loops
 from tb_unfreeze.graph_index import FLOAT_DTYPES, GraphIndex, attr_dtype, dtype_name, shape_attr, split_input
 from tb_unfreeze.loading import FrozenGraph, load_graph
 
@@ -66,9 +66,10 @@ class Inspection:
                 "tf2_eager": False,
                 "keras": False,
                 "tf1_session": True,
-                "note": "this graph has lowered TF1 while loops (Enter/Exit/NextIteration): TensorFlow cannot "
-                "differentiate them eagerly after import, so train it in a tf.compat.v1 Session "
-                "(tf.compat.v1.gradients); re-freeze the source with lower_control_flow=False for TF2 training",
+                "note": "this graph has lowered TF1 while loops (Enter/Exit/NextIteration), which TensorFlow cannot "
+                "differentiate after import: train it in a tf.compat.v1 Session (tf.compat.v1.gradients) with the "
+                "variables upstream of the loops kept non-trainable (the default); for TF2 (GradientTape, Keras "
+                "fit) or to train the loop's own weights, re-freeze the source with lower_control_flow=False",
             }
         return {"tf2_eager": True, "keras": True, "tf1_session": True, "note": ""}
 
@@ -121,6 +122,30 @@ def _feeds_random_branch(index: GraphIndex, name: str) -> bool:
     return False
 
 
+_ELEMENTWISE = frozenset({"Add", "AddV2", "Sub", "Mul", "RealDiv", "Maximum", "Minimum"})
+
+
+def _shape_from_consumers(index: GraphIndex, name: str) -> list[int] | None:
+    """Guess a rank for an undeclared input from what reads it: [-1, k] before a MatMul with a [k, n] weight,
+    [-1] before an element-wise op with a scalar. None when unsure (verification then asks for --probe)."""
+    for use in index.consumers(name):
+        if use.node.op == "MatMul" and use.slot == 0 and not use.node.attr["transpose_a"].b:
+            weight = index.producer(use.node, 1)
+            while weight is not None and weight.op == "Identity":
+                weight = index.producer(weight, 0)
+            if weight is not None and weight.op == "Const":
+                dims = [d.size for d in weight.attr["value"].tensor.tensor_shape.dim]
+                if len(dims) == 2:
+                    return [-1, dims[1] if weight and use.node.attr["transpose_b"].b else dims[0]]
+        if use.node.op in _ELEMENTWISE:
+            other = index.producer(use.node, 1 - use.slot) if use.slot in (0, 1) else None
+            while other is not None and other.op == "Identity":
+                other = index.producer(other, 0)
+            if other is not None and other.op == "Const" and not other.attr["value"].tensor.tensor_shape.dim:
+                return [-1]
+    return None
+
+
 def find_inputs(index: GraphIndex) -> list[GraphInput]:
     inputs = []
     for node in index.graph_def.node:
@@ -128,6 +153,10 @@ def find_inputs(index: GraphIndex) -> list[GraphInput]:
             continue
         dtype = attr_dtype(node)
         shape = shape_attr(node)
+        if shape == [] and index.graph_def.versions.producer < 21:
+            shape = None  # before GraphDef version 21 an empty shape meant "unknown" (TensorFlow's own rule)
+        if shape is None and node.op == "Placeholder":
+            shape = _shape_from_consumers(index, node.name)
         used = bool(index.consumers(node.name))
         kind, default = "data", None
         if not used:
@@ -192,13 +221,15 @@ def inspect_graph(graph: FrozenGraph) -> Inspection:
     for function in graph.graph_def.library.function:
         counts.update(n.op for n in function.node_def)
     library_ops = {f.signature.name for f in graph.graph_def.library.function}
+    control_flow = control_flow_kind(counts)
+    blocked = upstream_of_loops(index) if control_flow == "lowered_v1" else set()
     return Inspection(
         graph=graph,
         index=index,
-        candidates=find_candidates(index),
+        candidates=find_candidates(index, blocked),
         inputs=find_inputs(index),
         outputs=find_outputs(index),
-        control_flow=control_flow_kind(counts),
+        control_flow=control_flow,
         op_counts=dict(counts.most_common()),
         unregistered_ops=unregistered_ops(set(counts) - library_ops),
     )

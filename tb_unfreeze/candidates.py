@@ -191,8 +191,33 @@ def _sanitize(name: str) -> str:
     return name
 
 
-def find_candidates(index: GraphIndex) -> list[Candidate]:
-    """Every constant that could become a variable, with its role, default trainability and evidence."""
+LOOP_NOTE = (
+    "; kept non-trainable: it feeds a lowered TF1 while loop, which TensorFlow cannot differentiate after import "
+    "(re-freeze the source with lower_control_flow=False to train it)"
+)
+
+
+def upstream_of_loops(index: GraphIndex) -> set[str]:
+    """Nodes whose value flows into a lowered while loop (`Enter`): gradients through them cannot be taken."""
+    frontier = [n.name for n in index.graph_def.node if n.op == "Enter"]
+    seen = set(frontier)
+    while frontier:
+        node = index.nodes.get(frontier.pop())
+        if node is None:
+            continue
+        for raw in node.input:
+            producer = raw.lstrip("^").split(":")[0]
+            if producer not in seen:
+                seen.add(producer)
+                frontier.append(producer)
+    return seen
+
+
+def find_candidates(index: GraphIndex, loop_blocked: set[str] = frozenset()) -> list[Candidate]:
+    """Every constant that could become a variable, with its role, default trainability and evidence.
+
+    `loop_blocked` holds nodes upstream of lowered while loops: their candidates are converted non-trainable.
+    """
     found: list[Candidate] = []
     for node in index.graph_def.node:
         if node.op != "Const":
@@ -247,6 +272,9 @@ def find_candidates(index: GraphIndex) -> list[Candidate]:
             "converted by default" if recommended else f"not converted by default: {role.why_not}"
         )
         trainable = role.trainable or (role_name == "other" and evidence == "read")
+        if node.name in loop_blocked and trainable:
+            trainable = False
+            recommendation += LOOP_NOTE
         found.append(
             Candidate(
                 name=node.name,

@@ -41,7 +41,7 @@ def _steps(progress: Progress | None):
 
 def _resolve_io(inspection: Inspection, inputs, outputs):
     by_name = {i.name: i for i in inspection.inputs}
-    chosen_inputs = [i for i in inspection.inputs if i.kind != "unused"]
+    chosen_inputs = [i for i in inspection.inputs if i.kind == "data"]
     if inputs:
         unknown = [n for n in inputs if n not in by_name]
         if unknown:
@@ -109,7 +109,10 @@ def convert(
     inspection = inspect_graph(graph)
     chosen = choose(inspection, selection)
     if not chosen:
-        raise SelectionError(f"nothing to convert in {source}: no candidate is selected; see `tb-unfreeze inspect`.")
+        raise SelectionError(
+            f"nothing to convert in {source}: none of its {len(inspection.candidates)} candidate(s) is selected "
+            "(those not converted by default need --only NAME ...); see `tb-unfreeze inspect`."
+        )
     feed_inputs, fetches = _resolve_io(inspection, inputs, outputs)
 
     missing_ops = unregistered_ops(set(inspection.op_counts) - {f.signature.name for f in graph.graph_def.library.function})

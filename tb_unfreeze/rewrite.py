@@ -53,7 +53,7 @@ def _default_node(graph_def, inp: GraphInput, node) -> None:
     from tensorflow.core.framework import tensor_pb2, types_pb2  # noqa: PLC0415
 
     const = graph_def.node.add()
-    const.name = f"{MAPPED_PREFIX}default/{node.name}"
+    const.name = f"{node.name}/tb_unfreeze_default"
     const.op = "Const"
     dtype = node.attr["dtype"].type
     const.attr["dtype"].type = dtype

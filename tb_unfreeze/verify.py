@@ -28,13 +28,21 @@ def make_probes(inputs: list[GraphInput], npz: str | None, seed: int = 0) -> dic
     rng = np.random.default_rng(seed)
     probes = {}
     for inp in inputs:
+        if inp.default is not None:
+            probes[inp.name] = np.asarray(inp.default, dtype=bool if inp.dtype == "bool" else np.float32)
+            continue
         if inp.kind != "data":
             continue
         key = inp.name if inp.name in supplied else inp.name.replace("/", "_")
         if key in supplied:
             probes[inp.name] = supplied[key]
             continue
-        shape = [UNKNOWN_DIM if d < 0 else d for d in inp.shape] if inp.shape is not None else [UNKNOWN_DIM]
+        if inp.shape is None:
+            raise ProbeError(
+                f"input '{inp.name}' declares no shape, so no probe value can be made safely; pass --probe "
+                f"FILE.npz with an array named '{inp.name}', or --no-verify."
+            )
+        shape = [UNKNOWN_DIM if d < 0 else d for d in inp.shape]
         if inp.dtype in ("float", "half", "double", "bfloat16"):
             dtype = {"float": np.float32, "half": np.float16, "double": np.float64}.get(inp.dtype, np.float32)
             probes[inp.name] = rng.standard_normal(shape).astype(dtype)

@@ -82,14 +82,19 @@ class UnfreezePlugin(base_plugin.TBPlugin):
         hosts: security.HostPolicy | None = None,
         jobs: JobRunner | None = None,
         index_interval: float | None = None,
+        scan_interval: float = 2.0,
         static_dir: str = STATIC_DIR,
     ) -> None:
-        """`context.logdir` holds models and outputs; `index_interval` (s) starts the background indexer."""
+        """`context.logdir` holds models and outputs; `index_interval` (s) starts the background indexer;
+        listings rescan the folders at most every `scan_interval` seconds."""
         if not context.logdir:
             raise ValueError("the Unfreeze plugin needs a local --logdir")
         self.outputs = Outputs(context.logdir)
         self.discovery = Discovery(
-            [self.outputs.logdir, *model_dirs], skip=[self.outputs.root], on_parsed=self._on_parsed
+            [self.outputs.logdir, *model_dirs],
+            skip=[self.outputs.root],
+            min_interval=scan_interval,
+            on_parsed=self._on_parsed,
         )
         self.jobs = jobs or JobRunner(self._run_job)
         self._hosts = hosts or security.HostPolicy()
