@@ -43,7 +43,8 @@ def frozen_metrics(frozen_pb: str, x: np.ndarray, y: np.ndarray) -> dict[str, fl
         raise errors.UserError(f"{frozen_pb} is not a classifier with one input and one output; cannot score it.")
     defaults = {i.name: i.default for i in ins.inputs if i.default is not None and i.kind != "unused"}
     fetch = ins.outputs[0].tensor
-    probabilities = run_frozen(ins.graph.graph_def, {data[0].name: x}, [fetch], defaults)[fetch]
+    graph_def = _tf_graph_def(ins.graph.graph_def.SerializeToString())  # TensorFlow wants its own proto class
+    probabilities = run_frozen(graph_def, {data[0].name: x}, [fetch], defaults)[fetch]
     picked = np.clip(probabilities[np.arange(len(y)), y], 1e-7, 1.0)
     return {"loss": float(-np.mean(np.log(picked))), "accuracy": float(np.mean(np.argmax(probabilities, -1) == y))}
 
@@ -248,13 +249,17 @@ def run_finetune(
     }
 
 
-def _read_graph_def(path: str):
+def _tf_graph_def(data: bytes):
     import tensorflow as tf  # noqa: PLC0415
 
     graph_def = tf.compat.v1.GraphDef()
-    with open(path, "rb") as f:
-        graph_def.ParseFromString(f.read())
+    graph_def.ParseFromString(data)
     return graph_def
+
+
+def _read_graph_def(path: str):
+    with open(path, "rb") as f:
+        return _tf_graph_def(f.read())
 
 
 def _save_finetuned(layer, manifest: dict, out_dir: str) -> None:
