@@ -16,9 +16,7 @@ from tb_unfreeze.output_dir import check_output_dir, staged_dir
 from tb_unfreeze.rewrite import check_import_names, rewrite, signature_keys
 from tb_unfreeze.selection import Chosen, Selection, choose
 
-MANIFEST = "unfreeze.json"
-SAVED_MODEL = "saved_model"
-UNFROZEN_GRAPH = "unfrozen_graph.pb"
+from tb_unfreeze.convert_paths import MANIFEST, SAVED_MODEL, UNFROZEN_GRAPH  # noqa: F401 (re-exported)
 MANIFEST_SCHEMA = "tb_unfreeze.manifest/1"
 Progress = Callable[[str, float], None]
 
@@ -104,6 +102,7 @@ def convert(
     step("import tensorflow", 0.02)
     import tensorflow as tf  # noqa: PLC0415  (only conversion pays for TensorFlow)
 
+    tf.get_logger().setLevel("ERROR")  # TF1-API deprecation notices are noise for our users
     step("load", 0.05)
     graph = load_graph(source, tf.compat.v1.GraphDef)  # parsed once, straight into TensorFlow's class
     inspection = inspect_graph(graph)

@@ -140,9 +140,10 @@ class Discovery:
         return [m for _, m in sorted(self.scan().items())]
 
     def known(self) -> bool:
-        """Cheap: whether the last scan found any model (no walk)."""
+        """Cheap: whether the last scan found any model (walks only if there was no scan yet)."""
         with self._lock:
-            return bool(self._models)
+            scanned, found = self._scanned_at is not None, bool(self._models)
+        return found if scanned else bool(self.scan())
 
     def get(self, model_id: str) -> ModelFile:
         """The model with this id; rescans once before answering 404."""

@@ -5,7 +5,7 @@
     <logdir>/unfreeze/<model id>/unfrozen/       TensorBoard run with the unfrozen graph
     <logdir>/unfreeze/<model id>/history.jsonl   one line per conversion, from every TensorBoard on this logdir
 
-Everything here goes through the core library (`tb_unfreeze.convert`, `tb_unfreeze.log_graphs`); TensorFlow is
+Everything here goes through the core library (`convert`, `log_graphs`, imported from their modules); TensorFlow is
 imported only inside `Outputs.convert`, i.e. on a job worker thread.
 """
 
@@ -22,8 +22,7 @@ from collections.abc import Callable, Iterator
 
 from tensorboard import errors
 
-import tb_unfreeze
-from tb_unfreeze.errors import BusyError
+from tb_unfreeze.errors import BusyError, UserError
 from tb_unfreeze.plugin import metadata
 from tb_unfreeze.plugin.discovery import ModelFile
 from tb_unfreeze.plugin.history import History
@@ -101,7 +100,7 @@ class Outputs:
             return
         try:
             with self.lock(model.id, wait=False):
-                tb_unfreeze.log_graphs(self.logdir, model.id, frozen=graph)
+                _log_graphs(self.logdir, model.id, frozen=graph)
         except BusyError:
             pass  # another TensorBoard converts it and logs both runs
         except OSError as e:
@@ -136,12 +135,15 @@ class Outputs:
             "request": params,
             "source": {"size": model.size, "mtime": model.mtime},
         }
-        selection = tb_unfreeze.Selection(
+        from tb_unfreeze.convert import convert  # noqa: PLC0415 (TensorFlow: only on a job worker)
+        from tb_unfreeze.selection import Selection  # noqa: PLC0415
+
+        selection = Selection(
             only=params.get("only"), exclude=params.get("exclude") or (), trainable=params.get("trainable") or {}
         )
         with self.lock(model.id, wait=False):  # a refusal here (BusyError) is not a conversion: no history line
             try:
-                manifest = tb_unfreeze.convert(
+                manifest = convert(
                     model.path,
                     self.out_dir(model.id),
                     selection=selection,
@@ -158,7 +160,7 @@ class Outputs:
             result = summarize(manifest, model.id)
             progress("log graphs", 1.0)
             try:  # the model is converted even if the runs cannot be written: say so, do not fail the job
-                tb_unfreeze.log_graphs(self.logdir, model.id, frozen=model.path, unfrozen=self.out_dir(model.id))
+                _log_graphs(self.logdir, model.id, frozen=model.path, unfrozen=self.out_dir(model.id))
             except Exception as e:
                 logger.exception("unfreeze: logging the graph runs of %s failed", model.id)
                 result["warnings"] = [f"the graph runs were not written: {_public_message(e, model.id)}"]
@@ -173,7 +175,13 @@ class Outputs:
             logger.warning("unfreeze: cannot write the history of %s: %s", model_id, e)
 
 
+def _log_graphs(logdir: str, model_id: str, **graphs) -> None:
+    from tb_unfreeze.graph_runs import log_graphs  # noqa: PLC0415 (no TensorFlow)
+
+    log_graphs(logdir, model_id, **graphs)
+
+
 def _public_message(error: Exception, model_id: str) -> str:
-    if isinstance(error, (tb_unfreeze.errors.UserError, errors.PublicError)):
+    if isinstance(error, (UserError, errors.PublicError)):
         return str(error)
     return f"internal error while converting {model_id}; the TensorBoard log has the details."

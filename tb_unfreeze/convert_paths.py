@@ -1,0 +1,5 @@
+"""Names of the files a conversion writes (kept apart from convert.py so readers need not import TensorFlow)."""
+
+MANIFEST = "unfreeze.json"
+SAVED_MODEL = "saved_model"
+UNFROZEN_GRAPH = "unfrozen_graph.pb"
