@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 
 from tensorboard import errors
 
+from tb_unfreeze.convert_paths import MANIFEST, UNFROZEN_GRAPH
 from tb_unfreeze.errors import BusyError, UserError
 from tb_unfreeze.plugin import metadata
 from tb_unfreeze.plugin.discovery import ModelFile
@@ -29,9 +30,6 @@ from tb_unfreeze.plugin.history import History
 from tb_unfreeze.plugin.security import check_model_id, is_within
 
 logger = logging.getLogger(__name__)
-
-MANIFEST = "unfreeze.json"
-UNFROZEN_GRAPH = "unfrozen_graph.pb"
 
 
 def _now() -> str:
@@ -160,7 +158,8 @@ class Outputs:
             result = summarize(manifest, model.id)
             progress("log graphs", 1.0)
             try:  # the model is converted even if the runs cannot be written: say so, do not fail the job
-                _log_graphs(self.logdir, model.id, frozen=model.path, unfrozen=self.out_dir(model.id))
+                fresh = self.has_run(model.id, metadata.FROZEN_RUN, newer_than=model.mtime)
+                _log_graphs(self.logdir, model.id, frozen=None if fresh else model.path, unfrozen=self.out_dir(model.id))
             except Exception as e:
                 logger.exception("unfreeze: logging the graph runs of %s failed", model.id)
                 result["warnings"] = [f"the graph runs were not written: {_public_message(e, model.id)}"]
