@@ -16,6 +16,7 @@ setup(
     ],
     extras_require={
         "tf": ["tensorflow-cpu>=2.21,<2.22"],
+        "demo": ["scikit-learn"],
         "test": ["pytest", "hypothesis", "playwright", "scikit-learn"],
     },
     entry_points={
