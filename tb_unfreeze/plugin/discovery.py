@@ -20,7 +20,7 @@ from tensorboard import errors
 
 from tb_unfreeze.errors import UserError
 from tb_unfreeze.plugin import metadata
-from tb_unfreeze.plugin.security import check_model_id, is_within
+from tb_unfreeze.plugin.security import check_model_id, is_within, resolve_inside
 
 logger = logging.getLogger(__name__)
 
@@ -151,8 +151,15 @@ class Discovery:
         model = self.scan().get(model_id) or self.scan(force=True).get(model_id)
         if model is None:
             raise errors.NotFoundError(f"no frozen graph {model_id!r} under the logdir or the model folders.")
-        if not is_within(model.path, model.root):
-            raise errors.PermissionDeniedError(f"model {model_id!r} resolves outside its folder.")
+        if resolve_inside(model.root, model_id) != model.realpath:  # 403 if it now leads out of its folder
+            return self.get_changed(model_id)
+        return model
+
+    def get_changed(self, model_id: str) -> ModelFile:
+        """The model after a forced rescan (its file was replaced since the last scan)."""
+        model = self.scan(force=True).get(model_id)
+        if model is None:
+            raise errors.NotFoundError(f"no frozen graph {model_id!r} under the logdir or the model folders.")
         return model
 
     # -- parsing ----------------------------------------------------------------------------------------------

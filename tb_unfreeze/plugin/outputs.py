@@ -159,7 +159,8 @@ class Outputs:
             progress("log graphs", 1.0)
             try:  # the model is converted even if the runs cannot be written: say so, do not fail the job
                 fresh = self.has_run(model.id, metadata.FROZEN_RUN, newer_than=model.mtime)
-                _log_graphs(self.logdir, model.id, frozen=None if fresh else model.path, unfrozen=self.out_dir(model.id))
+                frozen = None if fresh else model.path
+                _log_graphs(self.logdir, model.id, frozen=frozen, unfrozen=self.out_dir(model.id))
             except Exception as e:
                 logger.exception("unfreeze: logging the graph runs of %s failed", model.id)
                 result["warnings"] = [f"the graph runs were not written: {_public_message(e, model.id)}"]

@@ -103,7 +103,9 @@ class UnfreezePlugin(base_plugin.TBPlugin):
         self._graph_lock = threading.Lock()
         self._stop = threading.Event()
         if index_interval:
-            threading.Thread(target=self._index_loop, args=(index_interval,), name="unfreeze-index", daemon=True).start()
+            indexer = threading.Thread(target=self._index_loop, args=(index_interval,), name="unfreeze-index")
+            indexer.daemon = True
+            indexer.start()
 
     @classmethod
     def from_context(cls, context: base_plugin.TBContext) -> UnfreezePlugin | None:

@@ -90,7 +90,8 @@ def check_selection(params: dict, inspection: dict) -> None:
     known = set()
     for c in inspection.get("candidates") or []:
         known.update(n for n in (c.get("name"), c.get("variable_name")) if n)
-    for key, names in (("only", params["only"] or []), ("exclude", params["exclude"]), ("trainable", params["trainable"])):
+    lists = (("only", params["only"] or []), ("exclude", params["exclude"]), ("trainable", params["trainable"]))
+    for key, names in lists:
         unknown = [n for n in names if n not in known]
         if unknown:
             raise errors.InvalidArgumentError(
