@@ -241,8 +241,8 @@ def find_candidates(index: GraphIndex, loop_blocked: set[str] = frozenset()) -> 
         role_name = roles[0] if roles else ""
         evidence = "read" if read_op else ("structure" if role_name else "none")
         if dtype in QUANTIZED_DTYPES:
-            if reach.through_dequantize is None:
-                continue
+            if reach.through_dequantize is None or (not shape and not read_op):
+                continue  # a quantized scalar is an epsilon or a scale (l2_normalize's Maximum/y), not a weight
             what = f" feeding a {role_name.replace('_', ' ')}" if role_name else ""
             reason = f"{dtype_name(dtype)} const dequantized by {reach.through_dequantize.name}{what}"
             role_name = "quantized_weight"

@@ -35,3 +35,24 @@ def real_model(real_models_dir: str) -> Callable[[str], str]:
         pytest.skip(f"model {name} is not in {real_models_dir}")
 
     return find
+
+
+# --- model listings for parametrization (collected at import time, so new files in the folders are covered) ---
+
+NON_MODEL_SUFFIXES = (".tsv", ".md", ".txt", ".json", ".csv")
+
+
+def model_entries(sub: str) -> list:
+    """`pytest.param(path, id=name)` for every entry of `<models>/<sub>/` except the notes (SOURCES.tsv, ...).
+
+    When the folder is absent, one parameter that skips with the reason, so the test is reported, not lost.
+    """
+    folder = os.path.join(MODELS_DIR, sub)
+    if not os.path.isdir(folder):
+        return [pytest.param(None, id=f"no-{sub}", marks=pytest.mark.skip(
+            reason=f"shared models folder {folder} is absent; set TB_UNFREEZE_MODELS to a copy of the models folder"))]
+    return [
+        pytest.param(os.path.join(folder, name), id=name)
+        for name in sorted(os.listdir(folder))
+        if not name.startswith(".") and not name.endswith(NON_MODEL_SUFFIXES)
+    ]
