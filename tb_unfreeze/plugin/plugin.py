@@ -250,6 +250,9 @@ class UnfreezePlugin(base_plugin.TBPlugin):
         if which not in (metadata.FROZEN_RUN, metadata.UNFROZEN_RUN):
             raise errors.InvalidArgumentError(f"which must be 'frozen' or 'unfrozen', not {which[:40]!r}.")
         model = self.discovery.get(model_id)
+        parsed = self.discovery.parsed(model)
+        if parsed.error is not None:
+            raise _user_error(parsed.error, parsed.http_code)
         unfrozen_path = self.outputs.unfrozen_graph_path(model.id)
         try:
             st = os.stat(unfrozen_path)
