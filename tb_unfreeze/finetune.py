@@ -6,9 +6,7 @@ this module only supplies the data, the training loop settings and the scalars T
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import time
 
 import numpy as np
@@ -16,6 +14,7 @@ import numpy as np
 from tb_unfreeze import demo, errors
 
 SHIFTS = ("invert", "rotate")
+_SHIFTED = {"invert": "inverted", "rotate": "rotated"}
 FINETUNE_RUNS = os.path.join("unfreeze", "finetune")  # scalars: <logdir>/unfreeze/finetune/{train,test}
 WORK_DIR = "finetune"  # conversions: <logdir>/finetune/...
 MODEL_ID = "digits_convnet"
@@ -197,7 +196,7 @@ def run_finetune(
     train_before = frozen_metrics(frozen_pb, x_train, y_train)
     test_before = frozen_metrics(frozen_pb, x_test, y_test)
     accuracy_frozen = test_before["accuracy"]
-    say(f"frozen model on {shift}ed digits: accuracy X = {accuracy_frozen:.3f}")
+    say(f"frozen model on {_SHIFTED[shift]} digits: accuracy X = {accuracy_frozen:.3f}")
 
     work = os.path.join(logdir, WORK_DIR)
     converted = os.path.join(work, MODEL_ID + "_unfrozen")
@@ -216,7 +215,7 @@ def run_finetune(
     say(f"fine-tuned for {epochs} epochs: accuracy Y = {accuracy_finetuned:.3f}")
 
     finetuned = os.path.join(work, FINETUNED_ID)
-    _save_finetuned(layer, manifest, finetuned)
+    _save_finetuned(layer, finetuned)
     refrozen_pb = os.path.join(logdir, FINETUNED_ID + ".pb")
     refrozen = refreeze(finetuned, refrozen_pb)
     # The re-frozen graph must give what the fine-tuned Keras model gives, not only what its SavedModel gives.
@@ -262,13 +261,6 @@ def _read_graph_def(path: str):
         return _tf_graph_def(f.read())
 
 
-def _save_finetuned(layer, manifest: dict, out_dir: str) -> None:
+def _save_finetuned(layer, out_dir: str) -> None:
     """The fine-tuned SavedModel plus the conversion's manifest, so `refreeze` finds the original names."""
-    if os.path.exists(out_dir):
-        shutil.rmtree(out_dir)
-    os.makedirs(out_dir)
-    layer.save_weights_to_saved_model(os.path.join(out_dir, "saved_model"))
-    finetuned_manifest = dict(manifest, saved_model=os.path.join(out_dir, "saved_model"), finetuned_from=manifest[
-        "out_dir"])
-    with open(os.path.join(out_dir, "unfreeze.json"), "w") as f:
-        json.dump(finetuned_manifest, f, indent=1)
+    layer.save_weights_to_saved_model(out_dir, replace=True)
