@@ -37,13 +37,14 @@ class GraphInput:
 class GraphOutput:
     name: str
     op: str
+    kind: str = "sink"  # "sink", or "differentiable" for the float tensor behind a thresholded/cast sink
 
     @property
     def tensor(self) -> str:
         return self.name + ":0"
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "op": self.op, "tensor": self.tensor}
+        return {"name": self.name, "op": self.op, "tensor": self.tensor, "kind": self.kind}
 
 
 @dataclasses.dataclass
@@ -193,7 +194,30 @@ def find_outputs(index: GraphIndex) -> list[GraphOutput]:
         if index.consumers(node.name) or index.control_uses.get(node.name):
             continue
         outputs.append(GraphOutput(node.name, node.op))
+        behind = _differentiable_source(index, node)
+        if behind is not None and behind.name not in {o.name for o in outputs}:
+            outputs.append(GraphOutput(behind.name, behind.op, kind="differentiable"))
     return outputs
+
+
+# Ops whose output carries no gradient (class ids, masks): a model ending in one is trained on what feeds it.
+NON_DIFFERENTIABLE = frozenset(
+    {"Cast", "Greater", "GreaterEqual", "Less", "LessEqual", "Equal", "NotEqual", "ArgMax", "ArgMin", "Round",
+     "Sign", "Floor", "Ceil"}
+)
+
+
+def _differentiable_source(index: GraphIndex, node):
+    """For a sink like Cast(Greater(sigmoid, 0.5)), the sigmoid; None when the sink is differentiable."""
+    if node.op not in NON_DIFFERENTIABLE:
+        return None
+    seen = 0
+    while node is not None and node.op in NON_DIFFERENTIABLE and seen < 8:
+        node = index.producer(node, 0)
+        seen += 1
+    if node is None or node.op in R.INPUT_OPS or node.op == "Const":
+        return None
+    return node
 
 
 def control_flow_kind(op_counts: dict[str, int]) -> str:

@@ -23,7 +23,7 @@ def make_probes(inputs: list[GraphInput], npz: str | None, seed: int = 0) -> dic
         try:
             with np.load(npz, allow_pickle=False) as data:
                 supplied = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, EOFError) as e:
             raise UserError(f"{npz}: cannot read probe inputs ({e}); pass an .npz keyed by input name.") from None
     rng = np.random.default_rng(seed)
     probes = {}
