@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import os
 import re
+import stat
 
 from google.protobuf import message as pb_message
 from google.protobuf import text_format
@@ -58,6 +59,9 @@ def _read(path: str) -> tuple[bytes, os.stat_result]:
             )
         raise NotAGraphError(f"{path} is a directory; pass the path of a frozen graph file (.pb or .pbtxt).")
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            # a FIFO, socket or device: opening it could block forever or read without end
+            raise NotAGraphError(f"{path} is not a regular file; pass the path of a frozen graph file (.pb or .pbtxt).")
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
             data = f.read()
