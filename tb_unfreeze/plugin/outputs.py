@@ -6,7 +6,7 @@
     <logdir>/unfreeze/<model id>/history.jsonl   one line per conversion, from every TensorBoard on this logdir
 
 Everything here goes through the core library (`convert`, `log_graphs`, imported from their modules); TensorFlow is
-imported only inside `Outputs.convert`, i.e. on a job worker thread.
+imported only in the child process `Outputs.convert` starts (tb_unfreeze.worker).
 """
 
 from __future__ import annotations
@@ -133,15 +133,17 @@ class Outputs:
             "request": params,
             "source": {"size": model.size, "mtime": model.mtime},
         }
-        from tb_unfreeze.convert import convert  # noqa: PLC0415 (TensorFlow: only on a job worker)
         from tb_unfreeze.selection import Selection  # noqa: PLC0415
+        from tb_unfreeze.worker import convert_in_subprocess  # noqa: PLC0415
 
         selection = Selection(
             only=params.get("only"), exclude=params.get("exclude") or (), trainable=params.get("trainable") or {}
         )
         with self.lock(model.id, wait=False):  # a refusal here (BusyError) is not a conversion: no history line
             try:
-                manifest = convert(
+                # A child process: a TensorFlow crash or its memory cannot touch TensorBoard, and TensorFlow's
+                # threads do not compete with TensorBoard's for the GIL.
+                manifest = convert_in_subprocess(
                     model.path,
                     self.out_dir(model.id),
                     selection=selection,
