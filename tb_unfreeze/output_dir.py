@@ -46,12 +46,13 @@ def check_output_dir(source: str, out_dir: str, replace: bool) -> str:
             raise OutputDirError(
                 f"output {out_dir} already exists and is not empty; pass --replace (replace=True) to overwrite it."
             )
+    # Nothing is created here (a later failure must leave nothing behind): the nearest existing ancestor must be
+    # a writable directory; staged_dir creates the missing parents when the result is written.
     parent = os.path.dirname(out) or "."
+    while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
-        try:
-            os.makedirs(parent, exist_ok=True)
-        except OSError as e:
-            raise OutputDirError(f"cannot create the parent of {out_dir} ({e.strerror}).") from None
+        raise OutputDirError(f"cannot create {out_dir}: {parent} is a file; choose another output directory.")
     if not os.access(parent, os.W_OK):
         raise OutputDirError(f"cannot write in {parent}; choose a writable output directory.")
     return out
@@ -61,6 +62,10 @@ def check_output_dir(source: str, out_dir: str, replace: bool) -> str:
 def staged_dir(out: str):
     """Yield a fresh temporary directory beside `out`; on success it replaces `out` atomically."""
     parent = os.path.dirname(out)
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as e:
+        raise OutputDirError(f"cannot create the parent of {out} ({e.strerror}).") from None
     clean_stale(parent)
     tmp = tempfile.mkdtemp(prefix=TMP_PREFIX, dir=parent)
     with open(os.path.join(tmp, OWNER), "w") as f:
