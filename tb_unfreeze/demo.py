@@ -42,7 +42,7 @@ def load_digits(seed: int = SEED) -> Digits:
         from sklearn.datasets import load_digits as sk_load_digits  # noqa: PLC0415 (optional dependency)
     except ImportError as e:
         raise errors.UserError(
-            "The demo needs scikit-learn for its digits data: run `pip install scikit-learn` (or the [demo] extra)."
+            "The demo needs scikit-learn for its digits data: run `pip install scikit-learn`."
         ) from e
     data = sk_load_digits()
     x = (data.images.astype(np.float32) / 16.0)[..., None]
