@@ -129,3 +129,19 @@ def test_shifts_are_real_distribution_shifts():
     x = np.random.default_rng(0).random((4, 8, 8, 1), dtype=np.float32)
     np.testing.assert_allclose(shift_images(x, "invert"), 1.0 - x)
     np.testing.assert_array_equal(shift_images(shift_images(x, "rotate"), "rotate"), x[:, ::-1, ::-1, :])
+
+
+def test_batch_norm_statistics_train_only_when_asked(story, tmp_path):
+    import json
+    import shutil
+
+    logdir = tmp_path / "out"
+    logdir.mkdir()
+    shutil.copy(story["frozen"], logdir / CONVNET_FILE)  # reuse the demo model instead of training another
+    report = run_finetune(logdir=str(logdir), epochs=1, train_size=256, batch_norm_trainable=True, log=False,
+                          verbose=False)
+    with open(os.path.join(report["converted"], "unfreeze.json")) as f:
+        flags = {v["role"]: v["trainable"] for v in json.load(f)["variables"]}
+    assert flags["bn_moving_mean"] and flags["bn_moving_variance"]
+    before, after = _consts(story["frozen"]), _consts(report["refrozen"])
+    assert not np.array_equal(before["bn_moving_mean/0"], after["bn_moving_mean/0"])
