@@ -285,7 +285,9 @@ def find_candidates(index: GraphIndex, loop_blocked: set[str] = frozenset()) -> 
                 dtype="float32" if role_name == "quantized_weight" else dtype_name(dtype),
                 shape=shape,
                 nbytes=num_elements(shape) * item_size(dtype),
-                variable_name=_sanitize(_readable_name(node, read_op, role, reach.uses)),
+                # a quantized weight's float value is its Dequantize op, named like the original variable
+                variable_name=_sanitize(reach.through_dequantize.name if role_name == "quantized_weight"
+                                        else _readable_name(node, read_op, role, reach.uses)),
                 reason=reason,
                 recommendation=recommendation,
                 consumers=sorted({u.node.name for u in reach.uses})[:8],
