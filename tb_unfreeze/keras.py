@@ -1,8 +1,8 @@
-"""A Keras 3 layer over a converted model: its weights are the SavedModel's own variables.
+"""A Keras 3 layer over a converted model, trainable with `fit`, under `tf.distribute` too.
 
 Keras's `TFSMLayer(trainable=True)` copies the variables into new Keras variables that the graph never reads, so
-`fit` changes nothing the model uses (or fails on ':0' scope names; PITFALLS §5). Here each Keras variable wraps
-the very `tf.Variable` the loaded graph reads, so optimizers update the model itself.
+`fit` changes nothing the model uses (or fails on ':0' scope names; PITFALLS §5). Here the graph itself reads the
+layer's Keras weights: each variable read in the SavedModel becomes an input of a wrapped function.
 
     from tb_unfreeze.keras import UnfrozenLayer
     layer = UnfrozenLayer("out/model/saved_model")
@@ -44,8 +44,36 @@ def _manifest_for(saved_model: str) -> dict | None:
     return None
 
 
+def _serving_meta_graph(saved_model: str):
+    from tensorflow.core.protobuf import saved_model_pb2  # noqa: PLC0415
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(saved_model, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    for meta in proto.meta_graphs:
+        if "serve" in meta.meta_info_def.tags:
+            return meta
+    raise NotFoundError(f"{saved_model} has no meta graph tagged 'serve'.")
+
+
+class _ValueInitializer(keras.initializers.Initializer):
+    """Start a weight from the converted model's value."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __call__(self, shape, dtype=None):
+        return tf.cast(tf.constant(self.value), dtype or self.value.dtype)
+
+
 class UnfrozenLayer(keras.layers.Layer):
-    """Calls a converted model's signature; trainable and non-trainable weights are the model's variables.
+    """Calls a converted model's signature with this layer's own Keras weights.
+
+    The SavedModel's graph is made stateless: every read of a variable becomes an input fed with the matching
+    Keras weight (created with `add_weight`, starting from the model's value, with the model's `trainable` flag).
+    So the weights are ordinary Keras weights: optimizers, `fit`, `save_weights` and `tf.distribute` strategies
+    (MirroredStrategy creates mirrored copies when the layer is built in its scope) all work. Write them back to a
+    SavedModel with `save_weights_to_saved_model`.
 
     Inputs: one tensor when the signature has one input, else a dict keyed by signature input name.
     Outputs: one tensor when the signature has one output, else a dict.
@@ -59,22 +87,51 @@ class UnfrozenLayer(keras.layers.Layer):
         paths = (self.manifest or {}).get("training_paths", {})
         if paths and not paths.get("keras", True):
             raise UserError(f"{self.saved_model} cannot be trained with Keras: {paths.get('note')}")
-        self._loaded = tf.saved_model.load(self.saved_model)
-        if signature not in self._loaded.signatures:
+        meta = _serving_meta_graph(self.saved_model)
+        if signature not in meta.signature_def:
             raise NotFoundError(
-                f"{self.saved_model} has no signature '{signature}'; it has {sorted(self._loaded.signatures)}."
+                f"{self.saved_model} has no signature '{signature}'; it has {sorted(meta.signature_def)}."
             )
-        self._fn = self._loaded.signatures[signature]
-        _, spec = self._fn.structured_input_signature
-        self.input_names = sorted(spec)
-        self.output_names = sorted(self._fn.structured_outputs)
-        self._wrapped = []
-        for variable in self._loaded.variables:
-            name = _CLEAN.sub("_", variable.name.rsplit(":", 1)[0])
-            # A Keras variable initialised with a tf.Variable wraps it instead of copying it.
-            wrapped = keras.Variable(variable, trainable=variable.trainable, name=name.replace("/", "_"))
-            self._track_variable(wrapped)
-            self._wrapped.append(wrapped)
+        sig = meta.signature_def[signature]
+        self.input_names, self.output_names = sorted(sig.inputs), sorted(sig.outputs)
+        loaded = tf.saved_model.load(self.saved_model)  # for values, flags and shapes only
+        graph_def = tf.compat.v1.GraphDef()
+        graph_def.CopyFrom(meta.graph_def)
+        self._variable_ops: list[str] = []
+        self._weights_in_order = []
+        reads: list[list[str]] = []
+        for variable in sorted(loaded.variables, key=lambda v: v.name):  # by name: load order varies (PITFALLS)
+            op = variable.name.rsplit(":", 1)[0]
+            users = [n for n in graph_def.node if n.op == "ReadVariableOp" and n.input and n.input[0] == op]
+            for node in users:  # each read becomes a placeholder of the variable's dtype and shape
+                node.op = "Placeholder"
+                del node.input[:]
+                node.attr["shape"].shape.CopyFrom(variable.shape.as_proto())
+                node.attr["dtype"].type = variable.dtype.as_datatype_enum
+            reads.append([n.name for n in users])
+            self._variable_ops.append(op)
+            self._weights_in_order.append(self.add_weight(
+                shape=tuple(variable.shape), dtype=variable.dtype.name, trainable=variable.trainable,
+                name=_CLEAN.sub("_", op).replace("/", "__"), initializer=_ValueInitializer(variable.numpy()),
+            ))
+        del loaded
+        out_tensors = [sig.outputs[k].name for k in self.output_names]
+        in_tensors = [sig.inputs[k].name for k in self.input_names]
+        graph_def = tf.compat.v1.graph_util.extract_sub_graph(graph_def, sorted({t.split(":")[0] for t in out_tensors}))
+        present = {n.name for n in graph_def.node}
+        reads = [[r for r in rs if r in present] for rs in reads]
+        in_specs = [tf.TensorSpec(tf.TensorShape(sig.inputs[k].tensor_shape), tf.as_dtype(sig.inputs[k].dtype))
+                    for k in self.input_names]
+        weight_specs = [tf.TensorSpec(w.shape, w.dtype) for w in self._weights_in_order]
+
+        def graph_fn(*args):
+            inputs, weights = args[: len(in_specs)], args[len(in_specs):]
+            input_map = dict(zip(in_tensors, inputs))
+            for weight, names in zip(weights, reads):
+                input_map.update({f"{name}:0": weight for name in names})
+            return tf.import_graph_def(graph_def, input_map=input_map, return_elements=out_tensors, name="model")
+
+        self._fn = tf.compat.v1.wrap_function(graph_fn, in_specs + weight_specs)
         self.built = True
 
     def call(self, inputs):
@@ -82,18 +139,16 @@ class UnfrozenLayer(keras.layers.Layer):
             if len(self.input_names) != 1:
                 raise UserError(f"this model takes {len(self.input_names)} inputs {self.input_names}; pass a dict.")
             inputs = {self.input_names[0]: inputs}
-        result = self._fn(**{k: tf.convert_to_tensor(v) for k, v in inputs.items()})
+        outputs = self._fn(*[tf.convert_to_tensor(inputs[k]) for k in self.input_names],
+                           *[tf.convert_to_tensor(w) for w in self._weights_in_order])
         if len(self.output_names) == 1:
-            return result[self.output_names[0]]
-        return dict(result)
+            return outputs[0]
+        return dict(zip(self.output_names, outputs))
 
     def compute_output_spec(self, inputs):
-        _, spec = self._fn.structured_input_signature
         outs = self._fn.structured_outputs
-        make = lambda t: keras.KerasTensor(t.shape, dtype=t.dtype.name)  # noqa: E731
-        if len(self.output_names) == 1:
-            return make(outs[self.output_names[0]])
-        return {k: make(v) for k, v in outs.items()}
+        specs = [keras.KerasTensor(t.shape, dtype=t.dtype.name) for t in outs]
+        return specs[0] if len(specs) == 1 else dict(zip(self.output_names, specs))
 
     def save_weights_to_saved_model(self, out_dir: str, replace: bool = False) -> str:
         """Write a copy of the SavedModel (and its manifest) whose checkpoint holds the current weights."""
@@ -128,7 +183,7 @@ class UnfrozenLayer(keras.layers.Layer):
 
     def _checkpoint_keys(self) -> dict:
         """Checkpoint key -> current value, keyed as the converter's Saver wrote them."""
-        by_op = {v.name.rsplit(":", 1)[0]: v for v in self._loaded.variables}
+        by_op = {op: tf.convert_to_tensor(w) for op, w in zip(self._variable_ops, self._weights_in_order)}
         if self.manifest:
-            return {r["checkpoint_key"]: by_op[r["variable_name"]].read_value() for r in self.manifest["variables"]}
-        return {name: v.read_value() for name, v in by_op.items()}
+            return {r["checkpoint_key"]: by_op[r["variable_name"]] for r in self.manifest["variables"]}
+        return by_op
