@@ -1,0 +1,267 @@
+// The union of the frozen and the unfrozen graph, grouped by name scope.
+// Pure data: no DOM, no layout, so it can be checked with plain node.
+
+export interface GraphNode {
+  name: string;
+  op: string;
+  inputs: string[];
+  control_inputs?: string[];
+  dtype?: string;
+  shape?: number[] | null;
+  converted?: boolean;
+}
+
+export interface GraphData {
+  nodes: GraphNode[];
+  converted: string[];
+}
+
+export type Side = "frozen" | "unfrozen";
+export const SIDES: Side[] = ["frozen", "unfrozen"];
+
+/** A node of either graph, as the union sees it. */
+export interface UnionNode {
+  name: string;
+  /** Scope path this node sits in ("" for the root). */
+  scope: string;
+  /** Node as it is in each graph, if present there. */
+  frozen?: GraphNode;
+  unfrozen?: GraphNode;
+}
+
+/** A name scope: every prefix of a node name that ends before a "/". */
+export interface Scope {
+  path: string;
+  parent: string;
+  depth: number;
+  childScopes: string[];
+  childNodes: string[];
+  /** Number of nodes anywhere below, per side, and converted ones per side. */
+  count: Record<Side, number>;
+  converted: Record<Side, number>;
+}
+
+/** What one visible box stands for: a single node or a collapsed scope. */
+export interface Unit {
+  id: string;
+  kind: "node" | "scope";
+  /** Node name or scope path. */
+  name: string;
+  /** The expanded scope this unit is drawn inside ("" = top level). */
+  cluster: string;
+}
+
+export interface View {
+  units: Map<string, Unit>;
+  /** Expanded scopes that are visible, drawn as clusters around their members. */
+  clusters: string[];
+  /** Union edges between units, keyed "a\u0000b". */
+  edges: Map<string, [string, string]>;
+  /** Per side: the union edge keys that exist on that side. */
+  sideEdges: Record<Side, Set<string>>;
+  /** Node name → id of the unit that shows it. */
+  repOf: Map<string, string>;
+}
+
+export const SCOPE_PREFIX = "scope:";
+export const NODE_PREFIX = "node:";
+
+/** "^a/b:1" → "a/b": control and output-slot decorations are not part of the node name. */
+export function inputNode(input: string): string {
+  let s = input.startsWith("^") ? input.slice(1) : input;
+  const colon = s.lastIndexOf(":");
+  if (colon > 0 && /^\d+$/.test(s.slice(colon + 1))) s = s.slice(0, colon);
+  return s;
+}
+
+function parentScope(name: string): string {
+  const i = name.lastIndexOf("/");
+  return i < 0 ? "" : name.slice(0, i);
+}
+
+export class UnionGraph {
+  readonly nodes = new Map<string, UnionNode>();
+  readonly scopes = new Map<string, Scope>();
+  readonly converted: Record<Side, Set<string>> = { frozen: new Set(), unfrozen: new Set() };
+  /** Distinct [src, dst] node-name pairs per side. */
+  readonly edges: Record<Side, Array<[string, string]>> = { frozen: [], unfrozen: [] };
+  readonly hasSide: Record<Side, boolean> = { frozen: false, unfrozen: false };
+
+  constructor(frozen: GraphData | null, unfrozen: GraphData | null) {
+    this.scopes.set("", this.newScope("", "", 0));
+    if (frozen) this.addSide("frozen", frozen);
+    if (unfrozen) this.addSide("unfrozen", unfrozen);
+    for (const scope of this.scopes.values()) {
+      scope.childScopes.sort();
+      scope.childNodes.sort();
+    }
+  }
+
+  private newScope(path: string, parent: string, depth: number): Scope {
+    return {
+      path, parent, depth, childScopes: [], childNodes: [],
+      count: { frozen: 0, unfrozen: 0 }, converted: { frozen: 0, unfrozen: 0 },
+    };
+  }
+
+  private ensureScope(path: string): Scope {
+    let scope = this.scopes.get(path);
+    if (scope) return scope;
+    const parent = parentScope(path);
+    const up = this.ensureScope(parent);
+    scope = this.newScope(path, parent, path.split("/").length);
+    this.scopes.set(path, scope);
+    up.childScopes.push(path);
+    return scope;
+  }
+
+  private addSide(side: Side, data: GraphData): void {
+    this.hasSide[side] = true;
+    const converted = this.converted[side];
+    for (const name of data.converted ?? []) converted.add(name);
+    for (const n of data.nodes) if (n.converted) converted.add(n.name);
+    for (const n of data.nodes) {
+      let u = this.nodes.get(n.name);
+      if (!u) {
+        const scope = parentScope(n.name);
+        u = { name: n.name, scope };
+        this.nodes.set(n.name, u);
+        this.ensureScope(scope).childNodes.push(n.name);
+      }
+      u[side] = n;
+      const isConverted = converted.has(n.name);
+      for (let s: Scope | undefined = this.scopes.get(u.scope); s; s = s.path === "" ? undefined : this.scopes.get(s.parent)) {
+        s.count[side]++;
+        if (isConverted) s.converted[side]++;
+      }
+    }
+    const seen = new Set<string>();
+    const edges = this.edges[side];
+    for (const n of data.nodes) {
+      for (const input of [...(n.inputs ?? []), ...(n.control_inputs ?? [])]) {
+        const src = inputNode(input);
+        if (src === n.name) continue;
+        const key = src + "\u0000" + n.name;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        edges.push([src, n.name]);
+      }
+    }
+    // An input that names no node (a broken or trimmed graph) still gets a box, so the edge has an end.
+    for (const [src] of edges) {
+      if (!this.nodes.has(src)) {
+        const scope = parentScope(src);
+        this.nodes.set(src, { name: src, scope });
+        this.ensureScope(scope).childNodes.push(src);
+      }
+    }
+  }
+
+  /** Scope chain of a node from the top ("a", "a/b", ...), excluding the root. */
+  ancestors(scopePath: string): string[] {
+    if (!scopePath) return [];
+    const parts = scopePath.split("/");
+    const out: string[] = [];
+    for (let i = 1; i <= parts.length; i++) out.push(parts.slice(0, i).join("/"));
+    return out;
+  }
+
+  /**
+   * The scopes to expand so that about `budget` boxes are visible: shallow scopes first,
+   * small ones before big ones. Small graphs come out fully expanded.
+   */
+  defaultExpansion(budget: number, maxMembers = 250): Set<string> {
+    const expanded = new Set<string>();
+    const top = this.scopes.get("")!;
+    let visible = top.childScopes.length + top.childNodes.length;
+    let frontier = [...top.childScopes];
+    while (frontier.length) {
+      frontier.sort((a, b) => this.scopeSize(a) - this.scopeSize(b));
+      const next: string[] = [];
+      for (const path of frontier) {
+        const s = this.scopes.get(path)!;
+        const grow = s.childScopes.length + s.childNodes.length - 1;
+        if (visible + grow > budget || grow + 1 > maxMembers) continue;
+        visible += grow;
+        expanded.add(path);
+        next.push(...s.childScopes);
+      }
+      frontier = next;
+    }
+    return expanded;
+  }
+
+  scopeSize(path: string): number {
+    const s = this.scopes.get(path)!;
+    return Math.max(s.count.frozen, s.count.unfrozen);
+  }
+
+  /** Boxes, clusters and edges to draw for a given set of expanded scopes. */
+  view(expanded: Set<string>): View {
+    const units = new Map<string, Unit>();
+    const repOf = new Map<string, string>();
+    const clusters: string[] = [];
+    const walk = (path: string): void => {
+      const s = this.scopes.get(path)!;
+      for (const child of s.childScopes) {
+        if (expanded.has(child)) {
+          clusters.push(child);
+          walk(child);
+        } else {
+          const id = SCOPE_PREFIX + child;
+          units.set(id, { id, kind: "scope", name: child, cluster: path });
+        }
+      }
+      for (const name of s.childNodes) {
+        const id = NODE_PREFIX + name;
+        units.set(id, { id, kind: "node", name, cluster: path });
+        repOf.set(name, id);
+      }
+    };
+    walk("");
+    for (const u of this.nodes.values()) {
+      if (repOf.has(u.name)) continue;
+      for (const a of this.ancestors(u.scope)) {
+        if (!expanded.has(a)) {
+          repOf.set(u.name, SCOPE_PREFIX + a);
+          break;
+        }
+      }
+    }
+    const edges = new Map<string, [string, string]>();
+    const sideEdges: Record<Side, Set<string>> = { frozen: new Set(), unfrozen: new Set() };
+    for (const side of SIDES) {
+      for (const [src, dst] of this.edges[side]) {
+        const a = repOf.get(src);
+        const b = repOf.get(dst);
+        if (!a || !b || a === b) continue;
+        const key = a + "\u0000" + b;
+        if (!edges.has(key)) edges.set(key, [a, b]);
+        sideEdges[side].add(key);
+      }
+    }
+    return { units, clusters, edges, sideEdges, repOf };
+  }
+
+  /** Whether a unit has anything on the given side. */
+  present(unit: Unit, side: Side): boolean {
+    if (unit.kind === "scope") return this.scopes.get(unit.name)!.count[side] > 0;
+    return !!this.nodes.get(unit.name)?.[side];
+  }
+
+  /** Number of converted nodes a unit holds on the given side. */
+  convertedIn(unit: Unit, side: Side): number {
+    if (unit.kind === "scope") return this.scopes.get(unit.name)!.converted[side];
+    return this.converted[side].has(unit.name) ? 1 : 0;
+  }
+
+  /** Every scope that holds a converted node, so they can be opened to show it. */
+  scopesOfConverted(): Set<string> {
+    const out = new Set<string>();
+    for (const side of SIDES) for (const name of this.converted[side]) {
+      const u = this.nodes.get(name);
+      if (u) for (const a of this.ancestors(u.scope)) out.add(a);
+    }
+    return out;
+  }
+}
