@@ -1,0 +1,261 @@
+"""Render the benchmark results as markdown: targets, per-model medians and ratios, memory, linearity."""
+
+from __future__ import annotations
+
+MB = 1024 * 1024
+
+
+def _s(x) -> str:
+    if x is None:
+        return "–"
+    return f"{x * 1000:.0f} ms" if x < 1 else f"{x:.2f} s"
+
+
+def _x(x) -> str:
+    return "–" if x is None else f"{x:.2f}×"
+
+
+def _med(r: dict, key: str):
+    v = r.get(key)
+    return v["median"] if isinstance(v, dict) and "median" in v else None
+
+
+def _ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def _fit(points: list[tuple[float, float, float]]):
+    """Least squares t = a + b·MB + c·knodes; (a, b, c, R², worst relative residual) or None."""
+    if len(points) < 4:
+        return None
+    import numpy as np  # noqa: PLC0415
+
+    X = np.array([[1.0, mb, kn] for mb, kn, _ in points])
+    y = np.array([t for *_, t in points])
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    pred = X @ coef
+    ss_res = float(((y - pred) ** 2).sum())
+    ss_tot = float(((y - y.mean()) ** 2).sum()) or 1.0
+    worst = float(max(abs(p - t) / t for p, t in zip(pred, y) if t > 0))
+    return (*coef, 1 - ss_res / ss_tot, worst)
+
+
+def targets(res: dict) -> list[tuple[str, str, str, str]]:
+    m = res["models"]
+    imp = res["import_tf"]
+    rows = []
+    # Below ~10 MB the parse takes a few ms and the ratio measures inspection's fixed cost, not its scaling.
+    ratios = {n: _ratio(_med(r, "inspect"), _med(r, "parse")) for n, r in m.items() if r["bytes"] >= 10 * MB}
+    file_ratios = {n: _ratio(_med(r, "inspect"), _med(r, "parse_file")) for n, r in m.items() if r["bytes"] >= 10 * MB}
+    worst = max(ratios.items(), key=lambda kv: kv[1]) if ratios else None
+    if worst:
+        ok = all(v <= 1.5 for v in ratios.values())
+        wf = max(file_ratios.items(), key=lambda kv: kv[1])
+        rows.append(("inspect_model ≤ 1.5× bare `GraphDef.ParseFromString` of the bytes (models ≥ 10 MB)", "≤ 1.5×",
+                     f"worst {worst[1]:.2f}× ({worst[0]})" + (
+                         f"; ResNet50 {ratios['ResNet50']:.2f}×" if "ResNet50" in ratios else "")
+                     + f". Against reading + parsing the file: worst {wf[1]:.2f}× ({wf[0]})",
+                     "met" if ok else "missed"))
+
+    def need(name, fn):
+        if name not in m:
+            return "n/a", f"{name} not in this run"
+        return fn(m[name])
+
+    def cli(r):
+        v = _med(r, "cli_inspect")
+        return ("met" if v < 1.5 else "missed"), _s(v)
+    verdict, text = need("ResNet50", cli)
+    rows.append(("`tb-unfreeze inspect ResNet50.pb --json`, whole process", "< 1.5 s", text, verdict))
+
+    def vs_freeze(r):
+        q = _ratio(_med(r, "convert"), _med(r, "freeze"))
+        return ("met" if q <= 0.5 else "missed"), f"{_x(q)} ({_s(_med(r, 'convert'))} vs {_s(_med(r, 'freeze'))})"
+    verdict, text = need("ResNet50", vs_freeze)
+    rows.append(("convert ResNet50, verify=False, vs TF's freeze", "≤ 0.5×", text, verdict))
+    for name in ("MobileNetV2", "ResNet50"):
+        def vs_recipe(r):
+            if "recipe" not in r:
+                return "n/a", "recipe skipped"
+            q = _ratio(_med(r, "recipe"), _med(r, "convert"))
+            return ("met" if q >= 20 else "missed"), f"{q:.1f}× faster ({_s(_med(r, 'recipe'))} vs {_s(_med(r, 'convert'))})"
+        verdict, text = need(name, vs_recipe)
+        rows.append((f"convert {name}, verify=False, vs the published recipe", "≥ 20× faster", text, verdict))
+
+    def vs_floor(r):
+        q = _ratio(_med(r, "convert"), _med(r, "io_floor"))
+        return ("met" if q <= 3 else "missed"), f"{_x(q)} ({_s(_med(r, 'convert'))} vs {_s(_med(r, 'io_floor'))})"
+    verdict, text = need("VGG16", vs_floor)
+    rows.append(("convert VGG16, verify=False, vs the I/O floor (parse + write the weight bytes)", "≤ 3×", text,
+                 verdict))
+
+    def mem(r):
+        above = r["convert"]["rss_mb"] - imp["rss_mb"]
+        q = above / (r["bytes"] / MB)
+        return ("met" if q <= 3 else "missed"), (f"{q:.2f}× ({above:.0f} MB above `import tensorflow`'s "
+                                                  f"{imp['rss_mb']:.0f} MB, file {r['bytes'] / MB:.0f} MB)")
+    verdict, text = need("VGG16", mem)
+    rows.append(("convert VGG16 peak RSS above a bare `import tensorflow`", "≤ 3× file size", text, verdict))
+    p = res.get("plugin", {})
+    if "skipped" in p:
+        rows.append(("`/candidates` warm", "≤ 300 ms", p["skipped"], "n/a"))
+    else:
+        w = p["warm"]["median"]
+        note = "" if p["model"] == "ResNet50" else f" (on {p['model']}: ResNet50 not in this run)"
+        rows.append((f"`/candidates` on {p['model']}, warm", "≤ 300 ms",
+                     f"{_s(w)} warm, {_s(p['cold']['median'])} cold{note}",
+                     ("met" if w <= 0.3 else "missed") if p["model"] == "ResNet50" else "n/a"))
+    f = res.get("frontend", {})
+    if "skipped" in f:
+        rows.append(("side-by-side view of ResNet50 drawn", "≤ 2 s", f["skipped"], "not measured"))
+    else:
+        d = f["drawn"]["median"]
+        rows.append((f"side-by-side view of {f['model']} drawn (headless Chromium)", "≤ 2 s", _s(d),
+                     ("met" if d <= 2 else "missed") if f["model"] == "ResNet50" else "n/a"))
+    return rows
+
+
+def render(res: dict) -> str:
+    m = res["models"]
+    imp = res["import_tf"]
+    out = [
+        "# Benchmarks",
+        "",
+        f"- Date: {res['date']}",
+        f"- Machine: {res['machine']} (shared and noisy: figures are medians of {res['reps']} runs, fewer for "
+        "VGG16 and the recipe on ResNet50; compare the ratios, measured in the same run)",
+        f"- Commit: {res['commit']}",
+        f"- Command: `{res['command']}` (took {res['elapsed'] / 60:.1f} min)",
+        "",
+        "Every step ran in its own fresh process; peak RSS is that process's own (`wait4` `ru_maxrss`). Times are "
+        "of the step itself inside the process (TensorFlow imported beforehand where the step needs it), except "
+        "the `tb-unfreeze inspect` row, which is the whole process's wall time. Models are Keras applications with "
+        "`weights=None` (random weights, nothing downloaded), a 2-layer LSTM(256) frozen with lowered and with "
+        "functional while loops, and a TF1-style MLP (ref variables, dropout with a `keep_prob` placeholder). "
+        "The Keras and LSTM graphs were frozen with `convert_variables_to_constants_v2`, the TF1 graph with "
+        "`tf.compat.v1.graph_util.convert_variables_to_constants`; *freeze* is that call plus serialising the "
+        "GraphDef. *Bare parse* is `tensorboard.compat.proto.graph_pb2.GraphDef.ParseFromString` of bytes already "
+        "in memory; `inspect_model` includes reading the file. *Convert* is `tb_unfreeze.convert(...)` "
+        "(parse, analysis, rewrite, SavedModel written); *I/O floor* is a bare parse plus writing every "
+        "`tensor_content` once to one file (what any checkpoint must write). The *published recipe* "
+        "(bench/recipe.py) is one Session.run per candidate, variables from the values, `import_graph_def` with "
+        "`input_map`, a `Saver` checkpoint.",
+        "",
+        "## Targets",
+        "",
+        "| target | goal | measured | verdict |",
+        "|---|---|---|---|",
+    ]
+    out += [f"| {a} | {b} | {c} | **{d}** |" for a, b, c, d in targets(res)]
+    out += [
+        "",
+        f"Reference: `import tensorflow` alone {_s(imp['median'])} (peak {imp['rss_mb']:.0f} MB).",
+        "",
+        "## Time per model (medians)",
+        "",
+        "| model | file | nodes | converted | TF freeze | bare parse | inspect_model | inspect / parse | "
+        "`tb-unfreeze inspect` process | convert (no verify) | convert / freeze | convert (verify) | I/O floor | "
+        "convert / floor | recipe | recipe / convert |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in m.items():
+        rec = _med(r, "recipe")
+        ver = _s(_med(r, "convert_verify")) + ("" if r.get("verified") else
+                                               f" (not verified: {r.get('verify_note') or 'failed'})")
+        out.append(
+            f"| {name} | {r['bytes'] / MB:.1f} MB | {r['nodes']} | {r['candidates']} | {_s(_med(r, 'freeze'))} | "
+            f"{_s(_med(r, 'parse'))} | {_s(_med(r, 'inspect'))} | {_x(_ratio(_med(r, 'inspect'), _med(r, 'parse')))} | "
+            f"{_s(_med(r, 'cli_inspect'))} | {_s(_med(r, 'convert'))} | "
+            f"{_x(_ratio(_med(r, 'convert'), _med(r, 'freeze')))} | {ver} | {_s(_med(r, 'io_floor'))} | "
+            f"{_x(_ratio(_med(r, 'convert'), _med(r, 'io_floor')))} | {_s(rec)} | "
+            f"{_x(_ratio(rec, _med(r, 'convert')))} |"
+        )
+    out += [
+        "",
+        "## Where convert spends its time (median run, seconds, from the manifest's `timings`)",
+        "",
+        "| model | verify | " + " | ".join(_STEPS) + " |",
+        "|---|---|" + "---:|" * len(_STEPS),
+    ]
+    for name, r in m.items():
+        for key, label in (("convert", "no"), ("convert_verify", "yes")):
+            run = _median_run(r[key])
+            t = run.get("timings", {})
+            out.append(f"| {name} | {label} | " + " | ".join(f"{t[s]:.2f}" if s in t else "–" for s in _STEPS) + " |")
+    out += [
+        "",
+        "## Peak memory per step (RSS of the step's own process, MB)",
+        "",
+        f"`import tensorflow` alone: {imp['rss_mb']:.0f} MB.",
+        "",
+        "| model | file | bare parse | inspect_model | `tb-unfreeze inspect` | convert (no verify) | "
+        "convert above `import tensorflow` / file | convert (verify) | TF freeze (incl. building the model) | "
+        "recipe |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in m.items():
+        size = r["bytes"] / MB
+        above = (r["convert"]["rss_mb"] - imp["rss_mb"]) / size
+        out.append(
+            f"| {name} | {size:.1f} | {r['parse']['rss_mb']:.0f} | {r['inspect']['rss_mb']:.0f} | "
+            f"{r['cli_inspect']['rss_mb']:.0f} | {r['convert']['rss_mb']:.0f} | {above:.2f}× | "
+            f"{r['convert_verify']['rss_mb']:.0f} | {r['freeze']['rss_mb']:.0f} | "
+            f"{r['recipe']['rss_mb']:.0f} |" if "recipe" in r else
+            f"| {name} | {size:.1f} | {r['parse']['rss_mb']:.0f} | {r['inspect']['rss_mb']:.0f} | "
+            f"{r['cli_inspect']['rss_mb']:.0f} | {r['convert']['rss_mb']:.0f} | {above:.2f}× | "
+            f"{r['convert_verify']['rss_mb']:.0f} | {r['freeze']['rss_mb']:.0f} | – |"
+        )
+    out += [
+        "",
+        "## Cost against bytes and nodes (linearity)",
+        "",
+        "Per model: time per MB of file and per 1000 nodes. Across the set: a least-squares fit "
+        "*t = a + b·MB + c·(1000 nodes)*; R² near 1 and small residuals mean cost grows linearly with the two.",
+        "",
+        "| model | MB | nodes | parse ms/MB | inspect ms/MB | inspect ms/1k nodes | convert ms/MB | "
+        "convert ms/1k nodes | freeze ms/1k nodes |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in m.items():
+        mb, kn = r["bytes"] / MB, r["nodes"] / 1000
+        out.append(
+            f"| {name} | {mb:.1f} | {r['nodes']} | {_med(r, 'parse') * 1000 / mb:.1f} | "
+            f"{_med(r, 'inspect') * 1000 / mb:.1f} | {_med(r, 'inspect') * 1000 / kn:.0f} | "
+            f"{_med(r, 'convert') * 1000 / mb:.0f} | {_med(r, 'convert') * 1000 / kn:.0f} | "
+            f"{_med(r, 'freeze') * 1000 / kn:.0f} |"
+        )
+    out += ["", "| step | a (s) | b (ms per MB) | c (ms per 1k nodes) | R² | worst residual |",
+            "|---|---:|---:|---:|---:|---:|"]
+    for key, label in (("parse", "bare parse"), ("inspect", "inspect_model"), ("convert", "convert (no verify)"),
+                       ("convert_verify", "convert (verify)"), ("freeze", "TF freeze")):
+        fit = _fit([(r["bytes"] / MB, r["nodes"] / 1000, _med(r, key)) for r in m.values()])
+        if fit is None:
+            out.append(f"| {label} | – | – | – | – | too few models in this run |")
+        else:
+            a, b, c, r2, worst = fit
+            out.append(f"| {label} | {a:.3f} | {b * 1000:.2f} | {c * 1000:.0f} | {r2:.3f} | {worst * 100:.0f}% |")
+    p, f = res.get("plugin", {}), res.get("frontend", {})
+    out += ["", "## Plugin and frontend", ""]
+    if "skipped" in p:
+        out.append(f"- `/candidates`: not measured ({p['skipped']}).")
+    else:
+        out.append(
+            f"- `GET /data/plugin/unfreeze/candidates?model={p['model']}.pb` through `TensorBoardWSGI` (werkzeug test "
+            f"client), a fresh plugin per run: cold (first request: parse + inspect) {_s(p['cold']['median'])}, warm "
+            f"(median of 9 further requests) {_s(p['warm']['median'])}; peak {p['cold']['rss_mb']:.0f} MB.")
+    if "skipped" in f:
+        out.append(f"- Side-by-side view: not measured ({f['skipped']}).")
+    else:
+        out.append(f"- Side-by-side view of {f['model']} drawn in headless Chromium: {_s(f['drawn']['median'])}.")
+    notes = res.get("notes")
+    if notes:
+        out += ["", "## Notes", "", *notes]
+    return "\n".join(out) + "\n"
+
+
+_STEPS = ("load", "run frozen graph", "rewrite", "build and save", "verify", "write manifest")
+
+
+def _median_run(s: dict) -> dict:
+    runs = sorted(s["runs"], key=lambda r: r["seconds"])
+    return runs[len(runs) // 2]
