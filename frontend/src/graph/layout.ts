@@ -20,11 +20,11 @@ export interface Layout {
   millis: number;
 }
 
-export const NODE_W = 132;
+export const NODE_W = 112;
 export const NODE_H = 26;
-export const SCOPE_W = 156;
+export const SCOPE_W = 124;
 export const SCOPE_H = 38;
-export const CLUSTER_PAD = 12;
+export const CLUSTER_PAD = 8;
 export const CLUSTER_TITLE = 22;
 const CLUSTER_ID = "cluster:";
 
@@ -107,7 +107,7 @@ export function layoutView(view: View, cache: LayoutCache = new Map()): Layout {
       continue;
     }
     const g = new dagre.graphlib.Graph({ multigraph: false });
-    g.setGraph({ rankdir: "TB", nodesep: 14, ranksep: 26, edgesep: 6, marginx: 0, marginy: 0 });
+    g.setGraph({ rankdir: "TB", nodesep: 10, ranksep: 24, edgesep: 6, marginx: 0, marginy: 0 });
     g.setDefaultEdgeLabel(() => ({}));
     for (const [id, width, height] of sizes) g.setNode(id, { width, height });
     for (const [lkey, [a, b]] of localEdges.get(scope) ?? []) g.setEdge(a, b, { lkey });

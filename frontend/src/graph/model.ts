@@ -89,8 +89,25 @@ export class UnionGraph {
 
   constructor(frozen: GraphData | null, unfrozen: GraphData | null) {
     this.scopes.set("", this.newScope("", "", 0));
-    if (frozen) this.addSide("frozen", frozen);
-    if (unfrozen) this.addSide("unfrozen", unfrozen);
+    const sides: Array<[Side, GraphData]> = [];
+    if (frozen) sides.push(["frozen", frozen]);
+    if (unfrozen) sides.push(["unfrozen", unfrozen]);
+    // Every name, including inputs that name no node (a trimmed graph still gets a box per edge end).
+    const names = new Set<string>();
+    for (const [, data] of sides) for (const n of data.nodes) {
+      names.add(n.name);
+      for (const i of [...(n.inputs ?? []), ...(n.control_inputs ?? [])]) names.add(inputNode(i));
+    }
+    const scopePaths = new Set<string>();
+    for (const name of names) for (let p = parentScope(name); p && !scopePaths.has(p); p = parentScope(p)) scopePaths.add(p);
+    for (const name of names) {
+      // A node whose name is also a scope ("w" beside "w/read") is drawn inside that scope: closed, the
+      // scope stands for the node and its helpers, as a variable with its Read and Assign ops.
+      const scope = scopePaths.has(name) ? name : parentScope(name);
+      this.nodes.set(name, { name, scope });
+      this.ensureScope(scope).childNodes.push(name);
+    }
+    for (const [side, data] of sides) this.addSide(side, data);
     for (const scope of this.scopes.values()) {
       scope.childScopes.sort();
       scope.childNodes.sort();
@@ -115,19 +132,18 @@ export class UnionGraph {
     return scope;
   }
 
+  /** Whether a scope is the helpers of the node of the same name. */
+  ownedByNode(path: string): boolean {
+    return this.nodes.has(path);
+  }
+
   private addSide(side: Side, data: GraphData): void {
     this.hasSide[side] = true;
     const converted = this.converted[side];
     for (const name of data.converted ?? []) converted.add(name);
     for (const n of data.nodes) if (n.converted) converted.add(n.name);
     for (const n of data.nodes) {
-      let u = this.nodes.get(n.name);
-      if (!u) {
-        const scope = parentScope(n.name);
-        u = { name: n.name, scope };
-        this.nodes.set(n.name, u);
-        this.ensureScope(scope).childNodes.push(n.name);
-      }
+      const u = this.nodes.get(n.name)!;
       u[side] = n;
       const isConverted = converted.has(n.name);
       for (let s: Scope | undefined = this.scopes.get(u.scope); s; s = s.path === "" ? undefined : this.scopes.get(s.parent)) {
@@ -145,14 +161,6 @@ export class UnionGraph {
         if (seen.has(key)) continue;
         seen.add(key);
         edges.push([src, n.name]);
-      }
-    }
-    // An input that names no node (a broken or trimmed graph) still gets a box, so the edge has an end.
-    for (const [src] of edges) {
-      if (!this.nodes.has(src)) {
-        const scope = parentScope(src);
-        this.nodes.set(src, { name: src, scope });
-        this.ensureScope(scope).childNodes.push(src);
       }
     }
   }
@@ -180,6 +188,10 @@ export class UnionGraph {
       const next: string[] = [];
       for (const path of frontier) {
         const s = this.scopes.get(path)!;
+        // A scope only one graph has (the unfrozen graph's save/restore machinery) is noise
+        // next to the comparison: it starts closed.
+        if (this.hasSide.frozen && this.hasSide.unfrozen && (s.count.frozen === 0 || s.count.unfrozen === 0)) continue;
+        if (this.ownedByNode(path)) continue;
         const grow = s.childScopes.length + s.childNodes.length - 1;
         if (visible + grow > budget || grow + 1 > maxMembers) continue;
         visible += grow;

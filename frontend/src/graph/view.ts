@@ -16,6 +16,9 @@ export const VISIBLE_BUDGET = 400;
 /** "Expand all" is offered up to this many nodes; beyond it, open scopes one by one. */
 export const EXPAND_ALL_LIMIT = 4000;
 
+/** Below this zoom, labels are too small to read and are not drawn. */
+const FAR_ZOOM = 0.38;
+
 interface Transform { x: number; y: number; k: number }
 
 const TITLES: Record<Side, string> = { frozen: "Frozen", unfrozen: "Unfrozen" };
@@ -59,7 +62,7 @@ export class SideBySide {
     );
     const paneEls = SIDES.map((side) => this.makePane(side));
     this.details = h("div.gv-details", null, h("div.muted", null, "Click a node to see its details. Double-click a scope to open it."));
-    this.el = h("div.gv", null, toolbar, h("div.gv-body", null, ...paneEls, this.details));
+    this.el = h("div.gv", null, toolbar, h("div.gv-body", null, ...paneEls), this.details);
   }
 
   private makePane(side: Side): HTMLElement {
@@ -103,8 +106,8 @@ export class SideBySide {
     this.selected = null;
     this.expandAllBtn.disabled = this.graph.nodes.size > EXPAND_ALL_LIMIT;
     this.relayout();
-    // The panes may not be in the document yet: fit once they have a size.
-    requestAnimationFrame(() => this.fit());
+    // The panes may not be in the document yet: frame the graph once they have a size.
+    requestAnimationFrame(() => this.frameInitial());
   }
 
   setVariableNames(map: Map<string, string>): void {
@@ -164,7 +167,7 @@ export class SideBySide {
       const ng = s("g", { class: cls, "data-id": u.id, transform: `translate(${b.x},${b.y})` });
       ng.appendChild(s("rect", { width: b.w, height: b.h, rx: u.kind === "scope" ? 6 : 4 }));
       const label = s("text", { x: 6, y: u.kind === "scope" ? 15 : 17, class: "label" });
-      label.textContent = clip(tail(u.name, u.cluster), u.kind === "scope" ? 20 : 18);
+      label.textContent = clip(tail(u.name, u.cluster), u.kind === "scope" ? 15 : 15);
       ng.appendChild(label);
       if (u.kind === "scope") {
         const sub = s("text", { x: 6, y: 31, class: "sub" });
@@ -178,7 +181,7 @@ export class SideBySide {
           const tag = s("text", { x: b.w - 5, y: 17, class: "tag", "text-anchor": "end" });
           tag.textContent = CONVERTED_TAG[side];
           ng.appendChild(tag);
-        } else if (op && op.length <= 12) {
+        } else if (op && op.length <= 12 && op !== label.textContent) {
           const tag = s("text", { x: b.w - 5, y: 17, class: "op", "text-anchor": "end" });
           tag.textContent = op;
           ng.appendChild(tag);
@@ -251,11 +254,25 @@ export class SideBySide {
     this.applyTransform();
   }
 
-  private centerOn(id: string): void {
+  /** Fit; if that makes labels unreadable, zoom to a readable size around the first converted node instead. */
+  frameInitial(): void {
+    this.fit();
+    if (this.t.k >= FAR_ZOOM || !this.layout) return;
+    let focus: string | null = null;
+    let best = Infinity;
+    for (const u of this.view.units.values()) {
+      if (!this.graph.convertedIn(u, "frozen") && !this.graph.convertedIn(u, "unfrozen")) continue;
+      const b = this.layout.boxes.get(u.id)!;
+      if (b.y + b.x * 0.01 < best) { best = b.y + b.x * 0.01; focus = u.id; }
+    }
+    if (focus) this.centerOn(focus, 0.7);
+  }
+
+  private centerOn(id: string, zoom = 0.8): void {
     const b = this.layout.boxes.get(id);
     if (!b) return;
     const { body } = this.panes.frozen;
-    const k = Math.max(this.t.k, 0.8);
+    const k = Math.max(this.t.k, zoom);
     this.t = { k, x: body.clientWidth / 2 - (b.x + b.w / 2) * k, y: body.clientHeight / 2 - (b.y + b.h / 2) * k };
     this.applyTransform();
   }
@@ -271,7 +288,7 @@ export class SideBySide {
       const p = this.panes[side];
       p.vp.setAttribute("transform", tr);
       // Far out, labels are unreadable anyway and cost the most to paint.
-      p.svg.classList.toggle("far", this.t.k < 0.45);
+      p.svg.classList.toggle("far", this.t.k < FAR_ZOOM);
     }
   }
 
@@ -407,7 +424,7 @@ export class SideBySide {
     if (any?.dtype) rows.push(row("dtype", any.dtype));
     if (any?.shape !== undefined) rows.push(row("shape", fmtShape(any.shape)));
     if (this.graph.converted.frozen.has(unit.name)) rows.push(row("Converted", variable ? `const → variable ${variable}` : "const → variable"));
-    if (this.graph.converted.unfrozen.has(unit.name)) rows.push(row("Converted", "variable (was a const)"));
+    else if (this.graph.converted.unfrozen.has(unit.name)) rows.push(row("Converted", "part of a new variable"));
     const inputs = (n.unfrozen ?? n.frozen)?.inputs ?? [];
     return h("div", null,
       h("div.gv-d-title", null, sides.length === 2 ? "Node (both graphs)" : `Node (${TITLES[sides[0]]} only)`),
@@ -452,6 +469,7 @@ function parentOf(path: string): string {
 }
 
 function tail(name: string, cluster: string): string {
+  if (name === cluster) return name.slice(name.lastIndexOf("/") + 1);
   return cluster && name.startsWith(cluster + "/") ? name.slice(cluster.length + 1) : name;
 }
 
