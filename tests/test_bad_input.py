@@ -40,7 +40,7 @@ def _check_refused(path: str, tmp_path, expect_words: tuple[str, ...] = ()) -> N
     before = _sha256_tree(path)
     listing_before = sorted(os.listdir(os.path.dirname(path) or "."))
     out = tmp_path / "out" / "converted"
-    for args in (["inspect", path], ["inspect", path, "--json"], ["convert", path, "-o", str(out)]):
+    for args in (["inspect", path, "--json"], ["convert", path, "-o", str(out), "--json"]):
         proc = _cli(*args)
         assert proc.returncode == 2, (args, proc.returncode, proc.stderr[-1500:])
         lines = proc.stderr.strip().splitlines()
@@ -161,3 +161,11 @@ def test_library_raises_user_errors_with_http_codes(tmp_path):
         with pytest.raises(errors.NotFrozenError) as e:
             inspect_model(nf)
         assert e.value.http_code == 400
+
+
+def test_plain_inspect_table_refuses_too(tmp_path):
+    """The table form (no --json) takes the same error path."""
+    path = tmp_path / "garbage.pb"
+    path.write_bytes(os.urandom(100))
+    proc = _cli("inspect", str(path))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and str(path) in proc.stderr
