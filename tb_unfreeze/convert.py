@@ -243,6 +243,7 @@ def _build_and_save(tf, rewritten, chosen, values, feed_inputs, defaults, fetche
         if defaults:
             extra = {signature_keys([n])[n]: info(graph.get_tensor_by_name(f"{n}:0")) for n in defaults}
             signatures["training"] = tf.compat.v1.saved_model.build_signature_def({**sig_in, **extra}, sig_out, method)
+        display_graph = graph.as_graph_def()  # before the Saver adds its save/restore ops, which nobody needs to see
         saver = tf.compat.v1.train.Saver(var_list=var_list, sharded=True, allow_empty=True)
         with tf.compat.v1.Session(graph=graph) as sess:
             # Every variable's value in ONE Session.run (what Variable.load does per variable): each distinct
@@ -262,7 +263,7 @@ def _build_and_save(tf, rewritten, chosen, values, feed_inputs, defaults, fetche
             )
             builder.save()
         with open(os.path.join(tmp, UNFROZEN_GRAPH), "wb") as f:
-            f.write(graph.as_graph_def().SerializeToString())
+            f.write(display_graph.SerializeToString())
     return records
 
 
