@@ -272,7 +272,14 @@ def test_lowered_lstm_cannot_be_trained_eagerly_as_the_manifest_says(built):
     assert any(g is None for g in grads)
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v2", "tf1_convnet", "lstm_functional"])
+SLOW = os.environ.get("TB_UNFREEZE_SLOW_TESTS") == "1"
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param("mobilenet_v2", marks=pytest.mark.skipif(
+        not SLOW, reason="slow: UnfrozenLayer's first fit on MobileNetV2 traces for ~1 min on 2 CPUs; "
+        "set TB_UNFREEZE_SLOW_TESTS=1")),
+    "tf1_convnet", "lstm_functional"])
 def test_keras_fit_through_unfrozen_layer_lowers_loss(name, built):
     ukeras = pytest.importorskip("tb_unfreeze.keras", reason="tb_unfreeze.keras.UnfrozenLayer not written yet (lead)")
     _, out, manifest, shape = built(name)
