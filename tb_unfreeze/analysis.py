@@ -126,22 +126,26 @@ def _feeds_random_branch(index: GraphIndex, name: str) -> bool:
 _ELEMENTWISE = frozenset({"Add", "AddV2", "Sub", "Mul", "RealDiv", "Maximum", "Minimum"})
 
 
+def _through_identities(index: GraphIndex, node, limit: int = 16):
+    """Walk back through `Identity` ops (at most `limit`: a corrupt graph may hold an Identity cycle)."""
+    while node is not None and node.op == "Identity" and limit > 0:
+        node = index.producer(node, 0)
+        limit -= 1
+    return node
+
+
 def _shape_from_consumers(index: GraphIndex, name: str) -> list[int] | None:
     """Guess a rank for an undeclared input from what reads it: [-1, k] before a MatMul with a [k, n] weight,
     [-1] before an element-wise op with a scalar. None when unsure (verification then asks for --probe)."""
     for use in index.consumers(name):
         if use.node.op == "MatMul" and use.slot == 0 and not use.node.attr["transpose_a"].b:
-            weight = index.producer(use.node, 1)
-            while weight is not None and weight.op == "Identity":
-                weight = index.producer(weight, 0)
+            weight = _through_identities(index, index.producer(use.node, 1))
             if weight is not None and weight.op == "Const":
                 dims = [d.size for d in weight.attr["value"].tensor.tensor_shape.dim]
                 if len(dims) == 2:
                     return [-1, dims[1] if weight and use.node.attr["transpose_b"].b else dims[0]]
         if use.node.op in _ELEMENTWISE:
-            other = index.producer(use.node, 1 - use.slot) if use.slot in (0, 1) else None
-            while other is not None and other.op == "Identity":
-                other = index.producer(other, 0)
+            other = _through_identities(index, index.producer(use.node, 1 - use.slot)) if use.slot in (0, 1) else None
             if other is not None and other.op == "Const" and not other.attr["value"].tensor.tensor_shape.dim:
                 return [-1]
     return None
