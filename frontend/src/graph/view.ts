@@ -39,6 +39,7 @@ export class SideBySide {
   private search: HTMLInputElement;
   private expandAllBtn: HTMLButtonElement;
   private frame = 0;
+  private settle = 0;
 
   constructor(private opts: SideBySideOptions) {
     this.status = h("span.gv-status");
@@ -86,9 +87,9 @@ export class SideBySide {
       body,
     );
     this.panes[side] = { svg, vp, sel, body, stats, link };
-    this.bindPanZoom(svg);
-    svg.addEventListener("click", (e) => this.onClick(e));
-    svg.addEventListener("dblclick", (e) => this.onDblClick(e));
+    this.bindPanZoom(body, svg);
+    body.addEventListener("click", (e) => this.onClick(e));
+    body.addEventListener("dblclick", (e) => this.onDblClick(e));
     return pane;
   }
 
@@ -191,21 +192,24 @@ export class SideBySide {
     }
     parts.push(sel);
     replace(vp, ...parts);
+    const { svg } = this.panes[side];
+    svg.setAttribute("width", String(Math.ceil(L.width)));
+    svg.setAttribute("height", String(Math.ceil(L.height)));
     stats.textContent = `${g.scopes.get("")!.count[side].toLocaleString("en-US")} nodes · ${g.converted[side].size} converted`;
     this.applyTransform();
   }
 
   // ---- pan / zoom, shared by both panes ----
 
-  private bindPanZoom(svg: SVGSVGElement): void {
+  private bindPanZoom(body: HTMLElement, svg: SVGSVGElement): void {
     let drag: { x: number; y: number; tx: number; ty: number; moved: boolean } | null = null;
-    svg.addEventListener("wheel", (e) => {
+    body.addEventListener("wheel", (e) => {
       e.preventDefault();
-      const r = svg.getBoundingClientRect();
+      const r = body.getBoundingClientRect();
       const f = Math.exp(-e.deltaY * (e.deltaMode === 1 ? 0.05 : 0.0015));
       this.zoomAt(e.clientX - r.left, e.clientY - r.top, f);
     }, { passive: false });
-    svg.addEventListener("pointerdown", (e) => {
+    body.addEventListener("pointerdown", (e) => {
       if (e.button !== 0) return;
       drag = { x: e.clientX, y: e.clientY, tx: this.t.x, ty: this.t.y, moved: false };
     });
@@ -214,9 +218,8 @@ export class SideBySide {
       const dx = e.clientX - drag.x;
       const dy = e.clientY - drag.y;
       if (!drag.moved && Math.abs(dx) + Math.abs(dy) < 4) return;
-      if (!drag.moved) svg.setPointerCapture?.(e.pointerId);
       drag.moved = true;
-      svg.classList.add("panning");
+      body.classList.add("panning");
       this.t.x = drag.tx + dx;
       this.t.y = drag.ty + dy;
       this.scheduleTransform();
@@ -224,10 +227,10 @@ export class SideBySide {
     window.addEventListener("pointerup", () => {
       if (drag?.moved) {
         // Swallow the click that ends a drag.
-        svg.addEventListener("click", (ev) => ev.stopPropagation(), { capture: true, once: true });
+        body.addEventListener("click", (ev) => ev.stopPropagation(), { capture: true, once: true });
       }
       drag = null;
-      svg.classList.remove("panning");
+      body.classList.remove("panning");
     });
   }
 
@@ -265,15 +268,16 @@ export class SideBySide {
       const b = this.layout.boxes.get(u.id)!;
       if (b.y + b.x * 0.01 < best) { best = b.y + b.x * 0.01; focus = u.id; }
     }
-    if (focus) this.centerOn(focus, 0.7);
+    if (focus) this.centerOn(focus, 0.7, 0.25);
   }
 
-  private centerOn(id: string, zoom = 0.8): void {
+  /** Brings a box into view: horizontally centred, at `anchorY` of the pane's height. */
+  private centerOn(id: string, zoom = 0.8, anchorY = 0.5): void {
     const b = this.layout.boxes.get(id);
     if (!b) return;
     const { body } = this.panes.frozen;
     const k = Math.max(this.t.k, zoom);
-    this.t = { k, x: body.clientWidth / 2 - (b.x + b.w / 2) * k, y: body.clientHeight / 2 - (b.y + b.h / 2) * k };
+    this.t = { k, x: body.clientWidth / 2 - (b.x + b.w / 2) * k, y: body.clientHeight * anchorY - (b.y + b.h / 2) * k };
     this.applyTransform();
   }
 
@@ -283,13 +287,22 @@ export class SideBySide {
   }
 
   private applyTransform(): void {
-    const tr = `translate(${this.t.x},${this.t.y}) scale(${this.t.k})`;
+    // The transform is a CSS transform of the whole <svg>, not an attribute of an inner group: the browser
+    // then moves and scales the already painted picture instead of repainting every node and edge.
+    // When the motion stops, `will-change` is dropped so the picture is repainted sharp at the new scale.
+    const tr = `translate(${this.t.x}px,${this.t.y}px) scale(${this.t.k})`;
+    const far = this.t.k < FAR_ZOOM;
     for (const side of SIDES) {
       const p = this.panes[side];
-      p.vp.setAttribute("transform", tr);
+      p.svg.style.transform = tr;
+      p.svg.style.willChange = "transform";
       // Far out, labels are unreadable anyway and cost the most to paint.
-      p.svg.classList.toggle("far", this.t.k < FAR_ZOOM);
+      if (p.svg.classList.contains("far") !== far) p.svg.classList.toggle("far", far);
     }
+    clearTimeout(this.settle);
+    this.settle = window.setTimeout(() => {
+      for (const side of SIDES) this.panes[side].svg.style.willChange = "auto";
+    }, 180);
   }
 
   // ---- selection, expansion ----
@@ -349,9 +362,20 @@ export class SideBySide {
   }
 
   expandAll(): void {
-    this.expanded = new Set(this.graph.scopes.keys());
-    this.relayout();
-    this.fit();
+    this.busy(() => {
+      this.expanded = new Set(this.graph.scopes.keys());
+      this.relayout();
+      this.fit();
+    });
+  }
+
+  /** Says "Laying out…" before work that may take seconds, and lets the browser paint it first. */
+  private busy(work: () => void): void {
+    this.status.textContent = "Laying out…";
+    this.el.classList.add("busy");
+    requestAnimationFrame(() => setTimeout(() => {
+      try { work(); } finally { this.el.classList.remove("busy"); }
+    }, 0));
   }
 
   collapseAll(): void {
@@ -361,9 +385,11 @@ export class SideBySide {
   }
 
   revealConverted(): void {
-    for (const p of this.graph.scopesOfConverted()) this.expanded.add(p);
-    this.relayout();
-    this.fit();
+    this.busy(() => {
+      for (const p of this.graph.scopesOfConverted()) this.expanded.add(p);
+      this.relayout();
+      this.fit();
+    });
   }
 
   /** Opens the scopes around the first node whose name contains `text`, selects and centres it. */

@@ -18,7 +18,7 @@ function resultText(e: HistoryEntry): HTMLElement {
   const verdict = ver?.performed === false ? "not verified" : ver?.passed === false ? "verification failed" : ver?.passed ? "verified" : "";
   return h("span", null,
     `${fmtInt(r.variables ?? null)} variables · ${fmtInt(r.trainable_parameters ?? null)} trainable params · max diff ${fmtDiff(ver?.max_abs_diff ?? null)}`,
-    verdict ? h(ver?.passed === false ? "span.chip.bad" : "span.chip.ok", { style: "margin-left:6px" }, verdict) : null,
+    verdict ? h(ver?.passed === false ? "span.chip.bad" : ver?.passed ? "span.chip.ok" : "span.chip", { style: "margin-left:6px" }, verdict) : null,
   );
 }
 

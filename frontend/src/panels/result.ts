@@ -11,6 +11,8 @@ export interface ResultFacts {
   trainingPath: string | null;
   outDir: string | null;
   savedModel: string | null;
+  /** Why verification was not performed, when it was not. */
+  notVerified: string | null;
 }
 
 function prod(shape: Array<number | null> | null | undefined): number {
@@ -51,6 +53,8 @@ export function resultFacts(manifest: Manifest | null, result: JobResult | null 
     trainingPath: (ver.training_path as string | undefined) ?? null,
     outDir,
     savedModel,
+    notVerified: ver.performed === false || r.verification?.performed === false
+      ? String(ver.note ?? r.verification?.note ?? "verification was skipped") : null,
   };
 }
 
@@ -77,16 +81,40 @@ export function tfSnippet(savedModel: string): string {
   ].join("\n");
 }
 
+export function tf1Snippet(savedModel: string): string {
+  return [
+    "import tensorflow as tf",
+    "",
+    "graph = tf.Graph()",
+    "with graph.as_default(), tf.compat.v1.Session() as sess:",
+    `    meta = tf.compat.v1.saved_model.load(sess, ["serve"], ${py(savedModel)})`,
+    '    sig = meta.signature_def["serving_default"]',
+    "    x = graph.get_tensor_by_name(next(iter(sig.inputs.values())).name)",
+    "    out = graph.get_tensor_by_name(next(iter(sig.outputs.values())).name)",
+    "    y = tf.compat.v1.placeholder(out.dtype, out.shape)",
+    "    loss = tf.reduce_mean(tf.square(out - y))",
+    "    opt = tf.compat.v1.train.AdamOptimizer(1e-4)",
+    "    step = opt.minimize(loss, var_list=tf.compat.v1.trainable_variables())",
+    "    sess.run(tf.compat.v1.variables_initializer(opt.variables()))",
+    "    sess.run(step, {x: train_x, y: train_y})",
+  ].join("\n");
+}
+
+/** TensorFlow's short dtype names ("float") as Keras wants them ("float32"). */
+const KERAS_DTYPE: Record<string, string> = { float: "float32", double: "float64", half: "float16", int: "int32" };
+
 export function kerasSnippet(savedModel: string, ins: Inspection | null): string {
   const first = ins?.inputs?.find((i) => !i.unused) ?? ins?.inputs?.[0];
   const shape = first?.shape ? first.shape.slice(1).map((d) => (d == null || d < 0 ? "None" : String(d))) : null;
-  const shapeText = shape ? `(${shape.join(", ")}${shape.length === 1 ? "," : ""})` : "(...)";
+  const shapeText = shape ? `(${shape.join(", ")}${shape.length === 1 ? "," : ""})` : "(None,)";
+  const dtype = first?.dtype ? KERAS_DTYPE[first.dtype] ?? first.dtype : null;
   return [
     "import tensorflow as tf",
     "from tb_unfreeze.keras import UnfrozenLayer",
     "",
     `layer = UnfrozenLayer(${py(savedModel)})`,
-    `x = tf.keras.Input(shape=${shapeText}${first?.dtype ? `, dtype=${py(first.dtype)}` : ""})`,
+    `x = tf.keras.Input(shape=${shapeText}${dtype ? `, dtype=${py(dtype)}` : ""})`
+      + (shape ? "" : `  # ${first?.name ?? "the input"} declares no shape in the graph: set it`),
     "model = tf.keras.Model(x, layer(x))",
     'model.compile(optimizer=tf.keras.optimizers.Adam(1e-4), loss="mse")',
     "model.fit(train_x, train_y, epochs=1)",
@@ -125,23 +153,34 @@ async function copyText(text: string, el: HTMLElement): Promise<boolean> {
 export function resultPanel(f: ResultFacts, ins: Inspection | null): HTMLElement {
   const grad = f.missingGradients;
   const gradText = grad == null ? "—" : grad.length === 0 ? "every trainable variable gets a gradient" : `no gradient for ${grad.length}: ${grad.slice(0, 5).join(", ")}${grad.length > 5 ? "…" : ""}`;
-  const verdict = f.passed == null ? null : f.passed ? h("span.chip.ok", null, "verified") : h("span.chip.bad", null, "verification failed");
+  const verdict = f.notVerified ? h("span.chip", { title: f.notVerified }, "not verified") : f.passed == null ? null : f.passed ? h("span.chip.ok", null, "verified") : h("span.chip.bad", null, "verification failed");
   return h("div.result", null,
     h("div.facts", null,
       fact("Variables created", fmtInt(f.variables), "variables"),
       fact("Trainable parameters", fmtInt(f.trainableParams), "trainable"),
       fact("Max |frozen − unfrozen|", fmtDiff(f.maxDiff), "max-diff", verdict),
+      f.notVerified ? h("div.fact.wide", { "data-fact": "not-verified" }, h("div.fact-label", null, "Not verified"), h("div.fact-value.small", null, f.notVerified)) : null,
       fact("Gradient check", gradText, "gradients", grad ? (grad.length ? h("span.chip.bad", null, "missing") : h("span.chip.ok", null, "ok")) : null),
       f.trainingPath ? fact("Training path", f.trainingPath, "training-path") : null,
       fact("Output", f.savedModel ?? "—", "out-dir"),
     ),
-    f.savedModel
-      ? h("div.snippets", null,
-        snippetBox("Fine-tune with TensorFlow (GradientTape)", tfSnippet(f.savedModel)),
-        snippetBox("Fine-tune with Keras", kerasSnippet(f.savedModel, ins)),
-      )
-      : null,
+    f.savedModel ? h("div.snippets", null, ...snippets(f.savedModel, ins)) : null,
   );
+}
+
+/** One snippet per way this model can be trained (the inspection says which work). */
+function snippets(savedModel: string, ins: Inspection | null): HTMLElement[] {
+  const paths = ins?.training_paths;
+  const tf2 = paths?.tf2_eager ?? true;
+  const keras = paths?.keras ?? true;
+  const out: HTMLElement[] = [];
+  if (tf2) out.push(snippetBox("Fine-tune with TensorFlow (GradientTape)", tfSnippet(savedModel)));
+  if (keras) out.push(snippetBox("Fine-tune with Keras", kerasSnippet(savedModel, ins)));
+  if (!tf2 || !keras) {
+    if (paths?.note) out.unshift(h("div.snippet-note", null, paths.note));
+    out.push(snippetBox("Fine-tune in a TF1 Session", tf1Snippet(savedModel)));
+  }
+  return out;
 }
 
 function fact(label: string, value: string, key: string, extra?: HTMLElement | null): HTMLElement {
