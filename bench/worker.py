@@ -51,14 +51,17 @@ def step_parse(path: str) -> dict:
 
 
 def step_inspect(path: str) -> dict:
-    from tb_unfreeze import inspect_model  # noqa: PLC0415
+    from tb_unfreeze.analysis import inspect_graph  # noqa: PLC0415
+    from tb_unfreeze.loading import load_graph  # noqa: PLC0415
 
     t0 = time.perf_counter()
-    ins = inspect_model(path)
+    graph = load_graph(path)  # inspect_model(path) is exactly these two calls
+    tl = time.perf_counter()
+    ins = inspect_graph(graph)
     t1 = time.perf_counter()
     d = ins.to_dict()
     t2 = time.perf_counter()
-    return {"seconds": t1 - t0, "to_dict": t2 - t1, "candidates": d["totals"]["candidates"],
+    return {"seconds": t1 - t0, "load": tl - t0, "analysis": t1 - tl, "to_dict": t2 - t1, "candidates": d["totals"]["candidates"],
             "recommended": d["totals"]["recommended"]}
 
 
@@ -152,9 +155,16 @@ def step_plugin(path: str, logdir: str, warm_reps: str) -> dict:
             "response_bytes": len(body)}
 
 
+def step_frontend(path: str, logdir: str, loads: str = "5") -> dict:
+    from bench.frontend import measure  # noqa: PLC0415
+
+    return measure(path, logdir, int(loads))
+
+
 STEPS = {
     "import_tf": step_import_tf, "freeze": step_freeze, "parse": step_parse, "inspect": step_inspect,
     "convert": step_convert, "recipe": step_recipe, "io_floor": step_io_floor, "plugin": step_plugin,
+    "frontend": step_frontend,
 }
 
 
