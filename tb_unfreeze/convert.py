@@ -11,7 +11,8 @@ from collections.abc import Callable
 from tb_unfreeze import verify as V
 from tb_unfreeze.analysis import Inspection, inspect_graph, unregistered_ops
 from tb_unfreeze.errors import ConversionError, SelectionError, UnsupportedOpsError, UserError
-from tb_unfreeze.loading import load_graph
+from tb_unfreeze.graph_index import const_problem
+from tb_unfreeze.loading import FrozenGraph, load_graph
 from tb_unfreeze.output_dir import check_output_dir, staged_dir
 from tb_unfreeze.rewrite import check_import_names, rewrite, signature_keys
 from tb_unfreeze.selection import Chosen, Selection, choose
@@ -35,6 +36,30 @@ def _steps(progress: Progress | None):
             progress(name, fraction)
 
     return step, timings
+
+
+def check_graph(graph: FrozenGraph) -> None:
+    """Refuse, before TensorFlow is imported, a graph TensorFlow would choke on: duplicate node names, or a Const
+    whose value is corrupt or declares a huge shape (numpy/TensorFlow would try to allocate it)."""
+    seen: set[str] = set()
+    for node in graph.graph_def.node:
+        if node.name in seen:
+            raise ConversionError(
+                f"{graph.path} is corrupt: the node name '{node.name[:200]}' appears more than once; re-export the graph."
+            )
+        seen.add(node.name)
+    nodes = list(graph.graph_def.node)
+    for function in graph.graph_def.library.function:
+        nodes.extend(function.node_def)
+    for node in nodes:
+        if node.op != "Const":
+            continue
+        problem = const_problem(node)
+        if problem:
+            raise ConversionError(
+                f"{graph.path} is corrupt: the constant '{node.name[:200]}' cannot be loaded ({problem}); "
+                "re-export the graph."
+            )
 
 
 def _resolve_io(inspection: Inspection, inputs, outputs):
@@ -100,7 +125,7 @@ def convert(
     out = check_output_dir(source, out_dir, replace)
     # Fail fast on bad input of any size before importing TensorFlow (seconds, and C++ log lines on stderr);
     # the extra protobuf parse costs well under a second even for a 100 MB graph.
-    load_graph(source)
+    check_graph(load_graph(source))
     step("import tensorflow", 0.02)
     import tensorflow as tf  # noqa: PLC0415  (only conversion pays for TensorFlow)
 

@@ -117,3 +117,40 @@ def num_elements(shape: list[int]) -> int:
 
 def parent_scope(name: str) -> str:
     return name.rpartition("/")[0]
+
+
+MAX_CONST_BYTES = 2**31  # a protobuf (so a frozen graph) holds at most 2 GB: no real constant declares more
+_VALUE_FIELDS = ("half_val", "float_val", "double_val", "int_val", "string_val", "int64_val", "bool_val",
+                 "resource_handle_val", "variant_val", "uint32_val", "uint64_val", "float8_val")
+
+
+def const_problem(node: node_def_pb2.NodeDef) -> str | None:
+    """Why TensorFlow could not (or should not try to) materialize this Const, or None. Decodes no weight.
+
+    TensorFlow's own rules (Tensor::FromProto): `tensor_content` holds exactly elements x item size bytes; else
+    the typed `*_val` field holds at most one value per element (fewer repeat the last one). A declared shape
+    beyond what a frozen graph can hold is refused before anything is allocated for it.
+    """
+    if "value" not in node.attr or not node.attr["value"].HasField("tensor"):
+        return "it has no tensor value"
+    tensor = node.attr["value"].tensor
+    if "dtype" in node.attr and node.attr["dtype"].type != tensor.dtype:
+        return (f"its dtype attribute says {dtype_name(node.attr['dtype'].type)} but its value is "
+                f"{dtype_name(tensor.dtype)}")
+    dims = [d.size for d in tensor.tensor_shape.dim]
+    if any(d < 0 for d in dims):
+        return f"its shape {dims} has a negative dimension"
+    count = num_elements(dims)
+    size = item_size(tensor.dtype)
+    if count * max(size, 1) > MAX_CONST_BYTES:
+        return f"its shape {dims} declares {count:,} elements, more than a frozen graph can hold"
+    if tensor.tensor_content:
+        if size and len(tensor.tensor_content) != count * size:
+            return (f"its tensor_content has {len(tensor.tensor_content):,} bytes but shape {dims} of "
+                    f"{dtype_name(tensor.dtype)} needs {count * size:,}")
+        return None
+    values = max(len(getattr(tensor, f)) for f in _VALUE_FIELDS)
+    values = max(values, len(tensor.scomplex_val) // 2, len(tensor.dcomplex_val) // 2)
+    if values > count:
+        return f"it holds {values:,} values for shape {dims} ({count:,} elements)"
+    return None
