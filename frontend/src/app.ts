@@ -12,6 +12,10 @@ import type { Side } from "./graph/model";
 const MODELS_POLL_MS = 4000;
 const JOBS_POLL_MS = 600;
 
+function latestKey(m: ModelInfo): string {
+  return `${m.latest?.time ?? ""}|${m.latest?.job ?? ""}|${m.job?.id ?? ""}`;
+}
+
 const STATUS_TEXT: Record<string, string> = {
   frozen: "frozen", converting: "converting", converted: "converted", failed: "failed", invalid: "invalid",
 };
@@ -23,6 +27,8 @@ export class App {
   private manifest: Manifest | null = null;
   private job: Job | null = null;
   private loadToken = 0;
+  /** The latest conversion shown, to notice one made by someone else on the same logdir. */
+  private shownLatest: string | null = null;
 
   private modelList = h("ul.model-list");
   private modelsNote = h("div.muted.small");
@@ -80,7 +86,18 @@ export class App {
       return;
     }
     this.renderModelList();
-    if (!this.selected && this.models.length) await this.select(this.models[0].id);
+    if (!this.selected && this.models.length) {
+      await this.select(this.models[0].id);
+      return;
+    }
+    const cur = this.models.find((m) => m.id === this.selected);
+    const busy = this.job && (this.job.state === "queued" || this.job.state === "running");
+    if (cur && cur.status !== "invalid" && !busy && latestKey(cur) !== this.shownLatest) {
+      // Someone converted this model (another browser on the same logdir): show their result.
+      const token = this.loadToken;
+      if (cur.job && !this.job) await this.resumeJob(token);
+      else await Promise.all([this.loadConversion(token), this.loadHistory(token)]);
+    }
   }
 
   private renderModelList(): void {
@@ -201,6 +218,7 @@ export class App {
       } catch { unfrozen = null; }
     }
     if (token !== this.loadToken) return;
+    this.shownLatest = model ? latestKey(model) : null;
     const result = this.job?.state === "done" && this.job.result ? this.job.result : model?.latest?.ok ? model.latest.result : null;
     if (this.manifest || result) {
       const stale = model?.stale ? h("div.warn", null, "The model file changed after this conversion; convert again to refresh it.") : null;
