@@ -6,6 +6,7 @@ A failure or a kill therefore leaves either the previous result or nothing, neve
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -14,6 +15,24 @@ from tb_unfreeze.errors import OutputDirError
 
 TMP_PREFIX = ".tb_unfreeze-tmp-"
 OWNER = ".owner-pid"
+# errnos meaning "the disk (or the user's quota, or a file size limit) is full"
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_NO_SPACE_TEXT = ("No space left on device", "Disk quota exceeded", "File too large")
+
+
+def is_no_space(error: BaseException) -> bool:
+    """True for an OSError, or a TensorFlow error (matched by its text), saying the disk is full."""
+    if isinstance(error, OSError) and error.errno in NO_SPACE:
+        return True
+    from_tf = type(error).__module__.startswith("tensorflow")  # tf.errors.ResourceExhaustedError from SaveV2
+    return from_tf and any(t in str(error) for t in _NO_SPACE_TEXT)
+
+
+def no_space_error(out_dir: str) -> OutputDirError:
+    return OutputDirError(
+        f"no space left on the device holding {out_dir} while writing the result; nothing was written: free some "
+        "space or choose another output directory."
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -67,13 +86,23 @@ def staged_dir(out: str):
     except OSError as e:
         raise OutputDirError(f"cannot create the parent of {out} ({e.strerror}).") from None
     clean_stale(parent)
-    tmp = tempfile.mkdtemp(prefix=TMP_PREFIX, dir=parent)
-    with open(os.path.join(tmp, OWNER), "w") as f:
-        f.write(str(os.getpid()))
+    tmp = None
+    try:
+        tmp = tempfile.mkdtemp(prefix=TMP_PREFIX, dir=parent)
+        with open(os.path.join(tmp, OWNER), "w") as f:
+            f.write(str(os.getpid()))
+    except OSError as e:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno in NO_SPACE:
+            raise no_space_error(out) from None
+        raise OutputDirError(f"cannot write in {parent} ({e.strerror}); choose a writable output directory.") from None
     try:
         yield tmp
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_no_space(e):
+            raise no_space_error(out) from None
         raise
     old = None
     if os.path.exists(out):
