@@ -192,6 +192,7 @@ def test_unfreeze_tab_converts_and_shows_both_graphs(tensorboard, browser):
 
     os.makedirs(ARTIFACTS, exist_ok=True)
     frame.eval_on_selector('[data-section="compare"]', "e => e.scrollIntoView({block: 'center'})")
+    page.wait_for_timeout(500)  # the graph is repainted sharp once pan/zoom settles
     page.screenshot(path=os.path.join(ARTIFACTS, "unfreeze_tab.png"))
     assert not errors, errors
 
