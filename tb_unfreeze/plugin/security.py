@@ -145,6 +145,8 @@ def read_json_body(request: wrappers.Request) -> dict:
         body = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise errors.InvalidArgumentError(f"the body is not valid JSON ({e}).") from None
+    except RecursionError:  # e.g. 30000 nested '[': json's C scanner recurses per level
+        raise errors.InvalidArgumentError("the body is not valid JSON (nested too deeply).") from None
     if not isinstance(body, dict):
         raise errors.InvalidArgumentError("the body must be a JSON object.")
     return body
