@@ -91,10 +91,12 @@ def check_selection(params: dict, inspection: dict) -> None:
     for c in inspection.get("candidates") or []:
         known.update(n for n in (c.get("name"), c.get("variable_name")) if n)
     lists = (("only", params["only"] or []), ("exclude", params["exclude"]), ("trainable", params["trainable"]))
+    model = inspection.get("model")
+    model = model.get("path") if isinstance(model, dict) else model  # the inspect JSON's model is a dict
     for key, names in lists:
         unknown = [n for n in names if n not in known]
         if unknown:
             raise errors.InvalidArgumentError(
-                f"'{key}' names {len(unknown)} node(s) that are not candidates of {inspection.get('model')} "
+                f"'{key}' names {len(unknown)} node(s) that are not candidates of {model} "
                 f"(first: {unknown[0][:200]!r}); GET /candidates lists them."
             )
