@@ -12,10 +12,10 @@ import dataclasses
 import os
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
 
+from tb_unfreeze.output_dir import write_file_atomic
 from tb_unfreeze import errors
 
 CONVNET_FILE = "digits_convnet.pb"
@@ -61,17 +61,6 @@ def _tf():
     return tf
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pb", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def train_convnet(digits: Digits, epochs: int = 12, seed: int = SEED):
@@ -166,7 +155,7 @@ def prepare_demo(logdir: str = "out") -> list[str]:
         (TF1_MLP_FILE, lambda: train_and_freeze_tf1_mlp(digits)),
     ]:
         path = os.path.join(logdir, filename)
-        _write_atomic(path, build())
+        write_file_atomic(path, build())
         log_graphs(logdir, model_id_for(path), frozen=path)
         written.append(path)
     return written

@@ -135,3 +135,16 @@ def clean_stale(parent: str) -> None:
                 owner = 0
             if not owner or not _alive(owner):
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def write_file_atomic(path: str, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder, renamed into place."""
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".part", dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 
+from tb_unfreeze.output_dir import write_file_atomic
 from tb_unfreeze import verify as V
 from tb_unfreeze.analysis import GraphInput, inspect_model
 from tb_unfreeze.errors import ConversionError, NotFoundError, OutputDirError, UserError
@@ -108,16 +108,6 @@ def _freeze(tf, sm_dir: str, manifest: dict):
     return frozen, output_nodes
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-refreeze-", suffix=".pb", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def refreeze(saved_model_dir: str, output_pb: str, verify: bool = True) -> dict:
@@ -156,7 +146,7 @@ def refreeze(saved_model_dir: str, output_pb: str, verify: bool = True) -> dict:
                 f"the re-frozen graph differs from {sm_dir} on output '{worst}' "
                 f"(max abs diff {outputs[worst]['max_abs_diff']}); nothing was written."
             )
-    _write_atomic(out, frozen.SerializeToString(deterministic=True))
+    write_file_atomic(out, frozen.SerializeToString(deterministic=True))
     inspection = inspect_model(out)
     return {
         "saved_model": sm_dir,
