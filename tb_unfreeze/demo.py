@@ -15,8 +15,8 @@ import sys
 
 import numpy as np
 
-from tb_unfreeze.output_dir import write_file_atomic
 from tb_unfreeze import errors
+from tb_unfreeze.output_dir import write_file_atomic
 
 CONVNET_FILE = "digits_convnet.pb"
 TF1_MLP_FILE = "digits_tf1_mlp.pb"

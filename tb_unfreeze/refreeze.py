@@ -12,10 +12,10 @@ import json
 import os
 import time
 
-from tb_unfreeze.output_dir import write_file_atomic
 from tb_unfreeze import verify as V
 from tb_unfreeze.analysis import GraphInput, inspect_model
 from tb_unfreeze.errors import ConversionError, NotFoundError, OutputDirError, UserError
+from tb_unfreeze.output_dir import write_file_atomic
 
 MANIFEST = "unfreeze.json"  # same names as tb_unfreeze.convert, which imports TensorFlow at module level
 SAVED_MODEL = "saved_model"
