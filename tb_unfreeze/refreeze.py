@@ -17,8 +17,7 @@ from tb_unfreeze.analysis import GraphInput, inspect_model
 from tb_unfreeze.errors import ConversionError, NotFoundError, OutputDirError, UserError
 from tb_unfreeze.output_dir import write_file_atomic
 
-MANIFEST = "unfreeze.json"  # same names as tb_unfreeze.convert, which imports TensorFlow at module level
-SAVED_MODEL = "saved_model"
+from tb_unfreeze.convert_paths import MANIFEST, SAVED_MODEL  # noqa: E402
 SIGNATURE = "serving_default"
 
 
