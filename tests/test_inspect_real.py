@@ -156,7 +156,11 @@ def test_cli_inspect_json_equals_library(path, inspected):
     proc = subprocess.run([sys.executable, "-m", "tb_unfreeze", "inspect", path, "--json"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == json.loads(json.dumps(d))
+    cli = json.loads(proc.stdout)
+    assert cli.pop("unregistered_ops") is None, "the CLI's inspect never imports TensorFlow"
+    # in this process TensorFlow may already be imported (other test modules), which fills unregistered_ops
+    lib = {k: v for k, v in json.loads(json.dumps(d)).items() if k != "unregistered_ops"}
+    assert cli == lib
 
 
 def test_cli_console_script_inspect_json(real_model):
