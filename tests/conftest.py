@@ -56,3 +56,49 @@ def model_entries(sub: str) -> list:
         for name in sorted(os.listdir(folder))
         if not name.startswith(".") and not name.endswith(NON_MODEL_SUFFIXES)
     ]
+
+
+# --- the source models are never modified (docs/reliability.md) ---
+
+
+def _models_state(full: bool) -> dict:
+    """Every file under the models folder: sha256 (full) or (size, mtime_ns) (cheap, checked around each test)."""
+    import hashlib  # noqa: PLC0415
+
+    state = {}
+    for dirpath, _, filenames in os.walk(MODELS_DIR):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if full:
+                with open(path, "rb") as f:
+                    state[path] = hashlib.sha256(f.read()).hexdigest()
+            else:
+                st = os.stat(path)
+                state[path] = (st.st_size, st.st_mtime_ns)
+    return state
+
+
+@pytest.fixture(scope="session", autouse=True)
+def source_models_unchanged():
+    """sha256 of every shared model before the session and after it: no test may write to a source model."""
+    if not os.path.isdir(MODELS_DIR):
+        yield
+        return
+    before = _models_state(full=True)
+    yield
+    after = _models_state(full=True)
+    changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+    assert not changed, f"the test session modified source models: {changed[:5]}"
+
+
+@pytest.fixture(autouse=True)
+def source_models_untouched_by_this_test(request):
+    """The cheap per-test check (size and mtime), so a failure names the test that wrote a model."""
+    if not os.path.isdir(MODELS_DIR):
+        yield
+        return
+    before = _models_state(full=False)
+    yield
+    after = _models_state(full=False)
+    changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+    assert not changed, f"{request.node.nodeid} modified source models: {changed[:5]}"
