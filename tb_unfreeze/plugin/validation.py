@@ -41,7 +41,7 @@ def int_arg(request: wrappers.Request, name: str, default: int, low: int, high: 
 
 
 def check_job_id(job_id: str) -> str:
-    if not _JOB_ID.match(job_id):
+    if not _JOB_ID.fullmatch(job_id):  # not .match: "$" also matches before a trailing newline
         raise errors.InvalidArgumentError("a job id is the hex string POST /convert answered with.")
     return job_id
 
