@@ -113,10 +113,16 @@ def bench_model(spec: M.Spec, reps: int, results: dict) -> dict:
     out = os.path.join(OUT, spec.name)
     r["convert"] = summary(repeat(2 if big else reps, "convert verify=False",
                                   lambda: run_step("convert", spec.path, out, "0")))
-    r["convert_verify"] = summary(repeat(1 if big else reps, "convert verify=True",
-                                         lambda: run_step("convert", spec.path, out, "1")))
-    r["verified"] = r["convert_verify"]["runs"][0].get("verified")
-    r["verify_note"] = r["convert_verify"]["runs"][0].get("verify_note")
+    try:
+        r["convert_verify"] = summary(repeat(1 if big else reps, "convert verify=True",
+                                             lambda: run_step("convert", spec.path, out, "1")))
+        r["verified"] = r["convert_verify"]["runs"][0].get("verified")
+        r["verify_note"] = r["convert_verify"]["runs"][0].get("verify_note")
+    except RuntimeError as e:  # a crash of convert itself is a finding, not the end of the benchmark
+        last = str(e).strip().splitlines()[-1][:300]
+        log(f"  convert verify=True FAILED: {last}")
+        r["convert_verify"] = {"error": last}
+        r["verified"], r["verify_note"] = False, f"convert raised {last}"
     r["io_floor"] = summary(repeat(2 if big else reps, "I/O floor", lambda: run_step("io_floor", spec.path, out + "-floor")))
     if spec.name in RECIPE_MODELS and not results.get("skip_recipe"):
         n = min(reps, 2) if spec.name == "ResNet50" else reps
