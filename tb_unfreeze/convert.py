@@ -16,6 +16,7 @@ from tb_unfreeze.loading import FrozenGraph, load_graph
 from tb_unfreeze.output_dir import check_output_dir, staged_dir
 from tb_unfreeze.rewrite import check_import_names, rewrite, signature_keys
 from tb_unfreeze.selection import Chosen, Selection, choose
+from tb_unfreeze.tensorflow_env import import_tensorflow
 
 from tb_unfreeze.convert_paths import MANIFEST, SAVED_MODEL, UNFROZEN_GRAPH  # noqa: F401 (re-exported)
 MANIFEST_SCHEMA = "tb_unfreeze.manifest/1"
@@ -127,9 +128,7 @@ def convert(
     # the extra protobuf parse costs well under a second even for a 100 MB graph.
     check_graph(load_graph(source))
     step("import tensorflow", 0.02)
-    import tensorflow as tf  # noqa: PLC0415  (only conversion pays for TensorFlow)
-
-    tf.get_logger().setLevel("ERROR")  # TF1-API deprecation notices are noise for our users
+    tf = import_tensorflow()  # only conversion pays for TensorFlow
     step("load", 0.05)
     graph = load_graph(source, tf.compat.v1.GraphDef)  # parsed once, straight into TensorFlow's class
     inspection = inspect_graph(graph)

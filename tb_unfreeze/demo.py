@@ -17,6 +17,7 @@ import numpy as np
 
 from tb_unfreeze import errors
 from tb_unfreeze.output_dir import write_file_atomic
+from tb_unfreeze.tensorflow_env import import_tensorflow
 
 CONVNET_FILE = "digits_convnet.pb"
 TF1_MLP_FILE = "digits_tf1_mlp.pb"
@@ -56,7 +57,7 @@ def load_digits(seed: int = SEED) -> Digits:
 def _tf():
     # TensorFlow is imported only by the steps that execute a model; its start-up chatter is not the user's concern.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf  # noqa: PLC0415
+    tf = import_tensorflow()
 
     return tf
 

@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from tb_unfreeze import demo, errors
+from tb_unfreeze.tensorflow_env import import_tensorflow
 
 SHIFTS = ("invert", "rotate")
 _SHIFTED = {"invert": "inverted", "rotate": "rotated"}
@@ -111,7 +112,7 @@ def finetune_model(
 def _scalar_callback(logdir: str, before: dict):
     """Write loss and accuracy per epoch with tf.summary: runs `train` and `test`; step 0 is the frozen model."""
     import keras  # noqa: PLC0415
-    import tensorflow as tf  # noqa: PLC0415
+    tf = import_tensorflow()
 
     root = os.path.join(logdir, FINETUNE_RUNS)
 
@@ -249,7 +250,7 @@ def run_finetune(
 
 
 def _tf_graph_def(data: bytes):
-    import tensorflow as tf  # noqa: PLC0415
+    tf = import_tensorflow()
 
     graph_def = tf.compat.v1.GraphDef()
     graph_def.ParseFromString(data)

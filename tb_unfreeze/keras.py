@@ -17,12 +17,14 @@ import json
 import os
 import re
 import shutil
-
-import keras
-import tensorflow as tf
+import uuid
 
 from tb_unfreeze.convert_paths import MANIFEST, SAVED_MODEL
 from tb_unfreeze.errors import NotFoundError, OutputDirError, UserError
+from tb_unfreeze.tensorflow_env import import_tensorflow
+
+tf = import_tensorflow()
+import keras  # noqa: E402  (after TensorFlow, quietly imported)
 
 _CLEAN = re.compile(r"[^A-Za-z0-9_.\-/]")
 
@@ -54,6 +56,37 @@ def _serving_meta_graph(saved_model: str):
         if "serve" in meta.meta_info_def.tags:
             return meta
     raise NotFoundError(f"{saved_model} has no meta graph tagged 'serve'.")
+
+
+def _rename_functions(graph_def, suffix: str) -> None:
+    """Give the graph's library functions names of their own: the process may already hold a different
+    function of the same name (e.g. the freezer's own `while_body`), and TensorFlow refuses duplicates."""
+    names = {f.signature.name: f"{f.signature.name}{suffix}" for f in graph_def.library.function}
+    if not names:
+        return
+
+    def fix_attrs(attrs) -> None:
+        for value in attrs.values():
+            if value.HasField("func") and value.func.name in names:
+                value.func.name = names[value.func.name]
+            for func in value.list.func:
+                if func.name in names:
+                    func.name = names[func.name]
+
+    def fix_nodes(nodes) -> None:
+        for node in nodes:
+            if node.op in names:
+                node.op = names[node.op]
+            fix_attrs(node.attr)
+
+    fix_nodes(graph_def.node)
+    for function in graph_def.library.function:
+        function.signature.name = names[function.signature.name]
+        fix_nodes(function.node_def)
+        fix_attrs(function.attr)
+    for gradient in graph_def.library.gradient:
+        gradient.function_name = names.get(gradient.function_name, gradient.function_name)
+        gradient.gradient_func = names.get(gradient.gradient_func, gradient.gradient_func)
 
 
 class _ValueInitializer(keras.initializers.Initializer):
@@ -118,6 +151,7 @@ class UnfrozenLayer(keras.layers.Layer):
         out_tensors = [sig.outputs[k].name for k in self.output_names]
         in_tensors = [sig.inputs[k].name for k in self.input_names]
         graph_def = tf.compat.v1.graph_util.extract_sub_graph(graph_def, sorted({t.split(":")[0] for t in out_tensors}))
+        _rename_functions(graph_def, f"_tbu{uuid.uuid4().hex[:8]}")
         present = {n.name for n in graph_def.node}
         reads = [[r for r in rs if r in present] for rs in reads]
         in_specs = [tf.TensorSpec(tf.TensorShape(sig.inputs[k].tensor_shape), tf.as_dtype(sig.inputs[k].dtype))

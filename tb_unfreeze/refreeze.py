@@ -18,6 +18,7 @@ from tb_unfreeze.errors import ConversionError, NotFoundError, OutputDirError, U
 from tb_unfreeze.output_dir import write_file_atomic
 
 from tb_unfreeze.convert_paths import MANIFEST, SAVED_MODEL  # noqa: E402
+from tb_unfreeze.tensorflow_env import import_tensorflow
 SIGNATURE = "serving_default"
 
 
@@ -122,7 +123,7 @@ def refreeze(saved_model_dir: str, output_pb: str, verify: bool = True) -> dict:
     sm_dir, manifest, manifest_path = locate(saved_model_dir)
     out = _check_output(os.fspath(output_pb), sm_dir, manifest, manifest_path)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf  # noqa: PLC0415
+    tf = import_tensorflow()
 
     frozen, output_nodes = _freeze(tf, sm_dir, manifest)
     fetches = list(manifest["signature"]["outputs"])
