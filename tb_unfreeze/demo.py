@@ -163,8 +163,9 @@ def prepare_demo(logdir: str = "out") -> list[str]:
 
 
 def model_id_for(path: str) -> str:
-    """The model id the demo logs a frozen graph under: its file name without `.pb`."""
-    return os.path.splitext(os.path.basename(path))[0]
+    """The model id of a frozen graph at the top of the logdir: its file name, as the Unfreeze tab names it
+    (a model's id is its path relative to the logdir), so the tab and the demo write the same runs."""
+    return os.path.basename(path)
 
 
 def serve(logdir: str = "out", host: str = "127.0.0.1", port: int = 6006) -> int:

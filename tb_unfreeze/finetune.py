@@ -204,7 +204,7 @@ def run_finetune(
     selection = Selection(trainable=_bn_statistics(frozen_pb)) if batch_norm_trainable else None
     manifest = convert(frozen_pb, converted, selection=selection, replace=True)
     if log:
-        log_graphs(logdir, MODEL_ID, frozen=frozen_pb, unfrozen=converted)
+        log_graphs(logdir, demo.model_id_for(frozen_pb), frozen=frozen_pb, unfrozen=converted)
 
     before = {**train_before, **{f"val_{k}": v for k, v in test_before.items()}}
     model, layer, history = finetune_model(
@@ -226,7 +226,7 @@ def run_finetune(
     frozen_out = run_frozen(_read_graph_def(refrozen_pb), {demo.CONVNET_INPUT: x_test}, manifest["outputs"][:1], {})
     refrozen_vs_keras = float(np.max(np.abs(next(iter(frozen_out.values())) - keras_out)))
     if log:
-        log_graphs(logdir, FINETUNED_ID, frozen=refrozen_pb)
+        log_graphs(logdir, demo.model_id_for(refrozen_pb), frozen=refrozen_pb)
     say(f"re-frozen into {refrozen_pb} (max abs diff vs the fine-tuned model {refrozen_vs_keras:.2e})")
     return {
         "shift": shift,

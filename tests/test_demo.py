@@ -67,7 +67,7 @@ def test_tf1_mlp_keeps_variable_names_read_through_read_ops(demo_dir):
 
 
 def test_both_graphs_are_logged_as_runs(demo_dir):
-    for model_id in ("digits_convnet", "digits_tf1_mlp"):
+    for model_id in ("digits_convnet.pb", "digits_tf1_mlp.pb"):  # ids as the Unfreeze tab names them
         events = glob.glob(os.path.join(demo_dir, "unfreeze", model_id, "frozen", "events.out.tfevents.*"))
         assert events, f"no graph run for {model_id}"
 
