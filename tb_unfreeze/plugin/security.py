@@ -53,9 +53,10 @@ class HostPolicy:
     """
 
     def __init__(self, host: str | None = None, bind_all: bool = False, allowed: Iterable[str] = ()) -> None:
+        given = host is not None  # no --host: TensorBoard serves on localhost only, not on every interface
         host = (host or "").strip("[]").lower()
         self._any = False
-        self._any_ip = bind_all or host in _WILDCARD_HOSTS
+        self._any_ip = bind_all or (given and host in _WILDCARD_HOSTS)
         self._names = set(_LOOPBACK_NAMES)
         self._exact: set[str] = set()
         if host and host not in _WILDCARD_HOSTS:
@@ -98,9 +99,16 @@ class HostPolicy:
             )
         origin = request.headers.get("Origin")
         if origin and origin != "null":
-            o = urllib.parse.urlsplit(origin)
-            if o.netloc.lower() != raw.lower() and not (o.port is None and o.hostname == name):
-                raise errors.PermissionDeniedError(f"cross-origin request from {origin!r} refused.")
+            # same host and same effective port (https://localhost is not http://localhost); a malformed Origin
+            # (e.g. port 99999, whose .port raises ValueError) is refused too
+            try:
+                o = urllib.parse.urlsplit(origin)
+                o_name = (o.hostname or "").rstrip(".")
+                o_port = o.port or {"http": 80, "https": 443}.get(o.scheme)
+            except ValueError:
+                o_name, o_port = "", None
+            if o_name != name or o_port != port:
+                raise errors.PermissionDeniedError(f"cross-origin request from {origin[:200]!r} refused.")
         if request.headers.get("Sec-Fetch-Site", "") == "cross-site":
             raise errors.PermissionDeniedError("cross-site request refused.")
 
