@@ -64,7 +64,8 @@ def conversion_params(body: dict) -> dict:
         raise errors.InvalidArgumentError(
             f"unknown field(s) {', '.join(map(repr, unknown[:5]))}; allowed: {', '.join(CONVERT_KEYS)}."
         )
-    trainable = body.get("trainable") or {}
+    trainable = body.get("trainable")
+    trainable = {} if trainable is None else trainable  # not `or {}`: [] or "" must be refused, not ignored
     if not isinstance(trainable, dict) or not all(
         isinstance(k, str) and isinstance(v, bool) for k, v in trainable.items()
     ):
