@@ -58,6 +58,24 @@ def _serving_meta_graph(saved_model: str):
     raise NotFoundError(f"{saved_model} has no meta graph tagged 'serve'.")
 
 
+def _needed_for(graph_def, outputs: set[str]):
+    """The nodes `outputs` depend on (data and control inputs), in their original order."""
+    by_name = {n.name: n for n in graph_def.node}
+    needed, frontier = set(outputs), list(outputs)
+    while frontier:
+        node = by_name.get(frontier.pop())
+        for raw in node.input if node is not None else ():
+            name = raw.lstrip("^").split(":")[0]
+            if name not in needed:
+                needed.add(name)
+                frontier.append(name)
+    pruned = tf.compat.v1.GraphDef()
+    pruned.versions.CopyFrom(graph_def.versions)
+    pruned.library.CopyFrom(graph_def.library)
+    pruned.node.extend(n for n in graph_def.node if n.name in needed)
+    return pruned
+
+
 def _rename_functions(graph_def, suffix: str) -> None:
     """Give the graph's library functions names of their own: the process may already hold a different
     function of the same name (e.g. the freezer's own `while_body`), and TensorFlow refuses duplicates."""
@@ -150,7 +168,7 @@ class UnfrozenLayer(keras.layers.Layer):
         del loaded
         out_tensors = [sig.outputs[k].name for k in self.output_names]
         in_tensors = [sig.inputs[k].name for k in self.input_names]
-        graph_def = tf.compat.v1.graph_util.extract_sub_graph(graph_def, sorted({t.split(":")[0] for t in out_tensors}))
+        graph_def = _needed_for(graph_def, {t.split(":")[0] for t in out_tensors})
         _rename_functions(graph_def, f"_tbu{uuid.uuid4().hex[:8]}")
         present = {n.name for n in graph_def.node}
         reads = [[r for r in rs if r in present] for rs in reads]
