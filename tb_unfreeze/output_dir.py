@@ -6,10 +6,12 @@ A failure or a kill therefore leaves either the previous result or nothing, neve
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import shutil
 import tempfile
+import time
 
 from tb_unfreeze.errors import OutputDirError
 
@@ -104,12 +106,17 @@ def staged_dir(out: str):
         if is_no_space(e):
             raise no_space_error(out) from None
         raise
+    os.remove(os.path.join(tmp, OWNER))
+    if os.path.exists(out) and _exchange(tmp, out):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the previous result
+        return
     old = None
     if os.path.exists(out):
-        old = tempfile.mkdtemp(prefix=TMP_PREFIX + "old-", dir=parent)
+        # No atomic exchange here: move the previous result aside under a name that says where it belongs, so a
+        # kill between the two renames is repaired by the next run's clean_stale.
+        old = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}old-{os.path.basename(out)}-", dir=parent)
         os.rmdir(old)
         os.rename(out, old)
-    os.remove(os.path.join(tmp, OWNER))
     try:
         os.rename(tmp, out)
     except OSError:
@@ -121,18 +128,43 @@ def staged_dir(out: str):
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _exchange(a: str, b: str) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+GRACE_SECONDS = 60  # a folder this young may be one another process has just made and not yet claimed
+
+
 def clean_stale(parent: str) -> None:
-    """Remove temporary folders left by a killed conversion (their owner process is gone)."""
+    """Remove temporary folders left by a killed conversion (their owner process is gone), and put back a
+    previous result that a kill left moved aside."""
     with contextlib.suppress(OSError):
         for name in os.listdir(parent):
             path = os.path.join(parent, name)
             if not name.startswith(TMP_PREFIX):
+                continue
+            if name.startswith(TMP_PREFIX + "old-"):
+                target = os.path.join(parent, name[len(TMP_PREFIX + "old-"):].rpartition("-")[0])
+                if target != parent and not os.path.exists(target):
+                    with contextlib.suppress(OSError):
+                        os.rename(path, target)
+                        continue
+                shutil.rmtree(path, ignore_errors=True)
                 continue
             try:
                 with open(os.path.join(path, OWNER)) as f:
                     owner = int(f.read().strip() or 0)
             except (OSError, ValueError):
                 owner = 0
+                with contextlib.suppress(OSError):
+                    if time.time() - os.stat(path).st_mtime < GRACE_SECONDS:
+                        continue
             if not owner or not _alive(owner):
                 shutil.rmtree(path, ignore_errors=True)
 

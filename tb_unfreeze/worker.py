@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 
 from tb_unfreeze.errors import ConversionError, UserError
@@ -51,6 +53,11 @@ def convert_in_subprocess(source: str, out_dir: str, *, selection=None, progress
     )
     child.stdin.write(json.dumps(request) + "\n")
     child.stdin.close()
+    # A conversion stuck inside TensorFlow must not hold the caller's worker forever: kill it at the deadline.
+    watchdog = threading.Timer(timeout, child.kill) if timeout else None
+    if watchdog:
+        watchdog.daemon = True
+        watchdog.start()
     outcome: dict = {}
     for line in child.stdout:
         try:
@@ -62,7 +69,14 @@ def convert_in_subprocess(source: str, out_dir: str, *, selection=None, progress
         elif "result" in record or "error" in record:
             outcome = record
     stderr = child.stderr.read()
-    child.wait(timeout=timeout)
+    child.wait()
+    timed_out = bool(watchdog) and not watchdog.is_alive() and child.returncode == -signal.SIGKILL
+    if watchdog:
+        watchdog.cancel()
+    if timed_out and not outcome:
+        raise ConversionError(
+            f"the conversion of {source} took longer than {timeout:.0f} s and was stopped; nothing was written."
+        )
     if "result" in outcome:
         return outcome["result"]
     if "error" in outcome:

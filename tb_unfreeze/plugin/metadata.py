@@ -19,6 +19,7 @@ EVENT_FILE_MARKER = "tfevents"
 
 XSRF_HEADER = "X-XSRF-Protected"
 MAX_BODY_BYTES = 64 * 1024
+CONVERT_TIMEOUT_SECONDS = 4 * 3600  # a conversion stuck in TensorFlow is killed, freeing the worker
 MAX_ID_CHARS = 1024
 
 

@@ -152,6 +152,7 @@ class Outputs:
                     verify=params.get("verify", True),
                     replace=True,
                     progress=progress,
+                    timeout=metadata.CONVERT_TIMEOUT_SECONDS,
                 )
             except Exception as e:
                 record.update(ok=False, error=_public_message(e, model.id), seconds=round(time.time() - started, 3))
