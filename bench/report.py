@@ -266,21 +266,24 @@ def analysis(res: dict) -> list[str]:
     missed = lambda prefix: any(k.startswith(prefix) and v == "missed" for k, v in verdicts.items())  # noqa: E731
     big = [r for r in m.values() if r["bytes"] >= 10 * MB]
     if missed("inspect_model") and big:
-        r = max(big, key=lambda r: r["bytes"])
-        run = _median_run(r["inspect"])
-        read = _med(r, "parse_file") - _med(r, "parse")
-        rest = run.get("analysis", _med(r, "inspect") - _med(r, "parse_file"))
+        parts = []
+        for r in big:
+            run = _median_run(r["inspect"])
+            parts.append(f"{r['name']} {_x(_ratio(_med(r, 'inspect'), _med(r, 'parse')))}: parse "
+                         f"{_s(_med(r, 'parse'))}, load (read + parse + checks) {_s(run.get('load'))}, analysis "
+                         f"{_s(run.get('analysis'))}")
         notes.append(
-            f"- **inspect vs bare parse.** On {r['name']} ({r['bytes'] / MB:.0f} MB) inspect_model takes "
-            f"{_s(_med(r, 'inspect'))} against {_s(_med(r, 'parse'))} for parsing bytes already in memory: "
-            f"{_s(read)} of the gap is reading the file (page-faulting a fresh buffer of the file's size), which "
-            f"the baseline leaves out (medians of separate runs), and {_s(rest)} is the analysis (index, "
-            f"candidates, inputs, outputs; no weight is decoded), most of it protobuf creating a Python object "
-            f"for each node and attribute it touches, so it grows with nodes, not bytes (see the fit below). "
-            f"Against reading and parsing the file, inspect is "
-            f"{_x(_ratio(_med(r, 'inspect'), _med(r, 'parse_file')))}. Parsing from an `mmap` of the file would "
-            "drop the read copy, but a file truncated while mapped kills the process with SIGBUS, and the plugin "
-            "parses files in users' logdirs, so that was not done.")
+            "- **inspect vs bare parse.** Two costs the baseline does not have (median run of each model: "
+            + "; ".join(parts) + "). (1) Reading the file: the bare parse starts from bytes already in memory, "
+            "inspect_model must read them, page-faulting a fresh buffer the size of the file; on byte-heavy "
+            "graphs (VGG16, ResNet50, InceptionV3) that is most of the gap. Parsing an `mmap` of the file would "
+            "drop it, but a file truncated while mapped kills the process with SIGBUS and the plugin parses files "
+            "in users' logdirs, so that was not done. (2) The analysis, in Python, touches every node (upb builds a "
+            "Python object for each node and attribute it reads; the index, candidate walks and output search), "
+            "about 25–70 µs per node: it grows with nodes, not bytes (see the fit), so on node-heavy, byte-light "
+            "graphs (MobileNetV2, EfficientNetB0, DenseNet121: 10–30 ms to parse, 1000–3500 nodes) the ratio is "
+            "4–7×. A ratio bound only holds where bytes dominate; per node, inspect is linear (R² of the fit "
+            "below).")
     r = m.get("ResNet50")
     if r and missed("convert ResNet50, verify=False, vs TF"):
         t = _median_run(r["convert"]).get("timings", {})
@@ -317,17 +320,20 @@ def analysis(res: dict) -> list[str]:
             f"- **VGG16 convert vs the I/O floor.** convert {_s(_med(r, 'convert'))} (load "
             f"{t.get('load', 0):.1f} s, rewrite {t.get('rewrite', 0):.1f} s, build and save "
             f"{t.get('build and save', 0):.1f} s) against {_s(_med(r, 'io_floor'))} to parse and write the "
-            "weight bytes once. Past the parse, each weight is copied into a NumPy array (`tf.make_ndarray`), "
-            "fed to TensorFlow (another copy into the variable's buffer) and written by the Saver, and the "
-            "source file is read twice more (a small-file check is skipped above 1 MB, but its sha256 reads it "
-            "again).")
+            "weight bytes once. Past the parse, each weight is copied twice on its way to a NumPy array "
+            "(`tensor_content` hands out a new bytes object, then `tf.make_ndarray` copies it again), fed to "
+            "TensorFlow (a copy into the variable's buffer) and written by the Saver, and the source file is read "
+            "once more for its sha256. Building the arrays as `np.frombuffer` views of the bytes (read-only is "
+            "enough: they are only fed) would drop one file-sized copy from both time and peak memory; not done "
+            "in this session.")
     if r and missed("convert VGG16 peak"):
         notes.append(
             f"- **VGG16 peak memory.** convert peaks at {r['convert']['rss_mb']:.0f} MB for a "
             f"{r['bytes'] / MB:.0f} MB file: while the variables are loaded, the parsed GraphDef (its weight "
             "bytes stay in the protobuf arena even after the Const nodes are removed from the graph, since the "
             "arena is freed only with the whole message), the NumPy copies of the values and TensorFlow's "
-            "variable buffers are all alive, plus the transient copies made when the values are fed.")
+            "variable buffers are all alive, plus the transient copies made by `tf.make_ndarray` and the feed "
+            "(see above for the copy that can go).")
     f = res.get("frontend", {})
     if "drawn" in f and f["drawn"]["median"] > 2:
         notes.append(
