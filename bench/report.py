@@ -297,7 +297,7 @@ def analysis(res: dict) -> list[str]:
             "TensorFlow prune and plan the whole graph again per variable: fixed in commit 284b5d1 (MobileNetV2 "
             "convert 16.6 s → about 4 s, ResNet50 build-and-save 8.2 s → about 4 s). Closing the rest of the "
             "gap means emitting the variables' ops as one GraphDef, importing it once and rebuilding the Variable "
-            "objects from VariableDefs: a larger change to convert.py than a benchmark fix.")
+            "objects from VariableDefs: a larger change to conversion.py than a benchmark fix.")
     if missed("convert MobileNetV2, verify=False, vs the published") or missed("convert ResNet50, verify=False, vs the published"):
         parts = []
         for name in ("MobileNetV2", "ResNet50"):

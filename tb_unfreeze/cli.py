@@ -129,7 +129,7 @@ def _cmd_convert(args) -> int:
     overrides = {n: True for n in args.trainable} | {n: False for n in args.frozen}
     selection = Selection(only=args.only, exclude=args.exclude, trainable=overrides)
     bar, callback = _progress(not args.json)
-    from tb_unfreeze.convert import convert  # noqa: PLC0415
+    from tb_unfreeze.conversion import convert  # noqa: PLC0415
 
     if bar:
         bar.start()

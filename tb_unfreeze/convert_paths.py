@@ -1,4 +1,4 @@
-"""Names of the files a conversion writes (kept apart from convert.py so readers need not import TensorFlow)."""
+"""Names of the files a conversion writes (kept apart from conversion.py so readers need not import TensorFlow)."""
 
 MANIFEST = "unfreeze.json"
 SAVED_MODEL = "saved_model"

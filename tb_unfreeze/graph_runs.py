@@ -13,7 +13,6 @@ import tempfile
 import time
 
 from tensorboard.compat.proto import event_pb2, graph_pb2
-from tensorboard.summary.writer.record_writer import RecordWriter
 
 from tb_unfreeze.loading import FrozenGraph, load_graph
 
@@ -58,6 +57,9 @@ def write_graph_run(directory: str, graph_def: graph_pb2.GraphDef) -> str:
     staging = tempfile.mkdtemp(prefix=".graph-run-", dir=parent)
     try:
         # RecordWriter on a plain file: TensorBoard's EventFileWriter would import TensorFlow for tf.io.gfile.
+        # Imported here: the tensorboard.summary package is slow to import, and inspection never needs it.
+        from tensorboard.summary.writer.record_writer import RecordWriter  # noqa: PLC0415
+
         now = time.time()
         name = f"events.out.tfevents.{int(now)}.{socket.gethostname()}.{os.getpid()}.tb_unfreeze"
         with open(os.path.join(staging, name), "wb") as f:

@@ -95,6 +95,7 @@ def rewrite(graph_def: graph_pb2.GraphDef, chosen: list[Chosen], inputs: list[Gr
             node.input.extend(kept)
     removed = _remove_dangling(graph_def, replaced_nodes)
     _drop_colocation(graph_def, set(removed) | replaced_nodes)
+    _drop_custom_gradients(graph_def)
     by_name = {n.name: n for n in graph_def.node}
     for inp in inputs:
         if inp.default is not None and inp.name in by_name and by_name[inp.name].op == "Placeholder":
@@ -141,6 +142,19 @@ def _drop_colocation(graph_def: graph_pb2.GraphDef, gone: set[str]) -> None:
             node.attr["_class"].list.s.extend(kept)
         else:
             del node.attr["_class"]
+
+
+def _drop_custom_gradients(graph_def: graph_pb2.GraphDef) -> None:
+    """Forget `tf.custom_gradient` markers (`_gradient_op_type`, e.g. Keras swish's IdentityN): the Python
+    function that defined the gradient is gone with the process that froze the graph, so TensorFlow would find no
+    gradient at all. The forward ops are still in the graph, and their own gradients are the true gradient."""
+    for node in graph_def.node:
+        if "_gradient_op_type" in node.attr:
+            del node.attr["_gradient_op_type"]
+    for function in graph_def.library.function:
+        for node in function.node_def:
+            if "_gradient_op_type" in node.attr:
+                del node.attr["_gradient_op_type"]
 
 
 _SIGNATURE_KEY = re.compile(r"[^A-Za-z0-9_]")

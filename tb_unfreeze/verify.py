@@ -12,6 +12,10 @@ from tb_unfreeze.errors import UserError
 UNKNOWN_DIM = 2  # size used for unknown dimensions in probe inputs
 
 
+# Messages of ops with no registered gradient met during the last checks (read and cleared by the caller).
+GRADIENT_ERRORS: list[str] = []
+
+
 class ProbeError(UserError):
     """No probe input can be made for an input (string input, unknown shape): the user must supply one."""
 
@@ -127,7 +131,11 @@ def run_saved_model_tf2(saved_model: str, signature: dict, feeds: dict[str, np.n
     outputs = {tensor: result[key].numpy() for tensor, key in signature["outputs"].items()}
     missing = None
     if gradients:
-        grads = tape.gradient(loss, trainable) if loss is not None else [None] * len(trainable)
+        try:
+            grads = tape.gradient(loss, trainable) if loss is not None else [None] * len(trainable)
+        except LookupError as e:
+            GRADIENT_ERRORS.append(str(e).splitlines()[0])
+            grads = [None] * len(trainable)
         missing = sorted(v.name.rsplit(":", 1)[0] for v, g in zip(trainable, grads) if g is None)
     return outputs, missing, len(trainable)
 
@@ -149,7 +157,11 @@ def run_saved_model_tf1(saved_model: str, signature: dict, feeds: dict[str, np.n
         if gradients:
             with graph.as_default():
                 loss = loss_of(tf, fetches)
-                grads = tf.compat.v1.gradients(loss, trainable) if loss is not None else [None] * len(trainable)
+                try:
+                    grads = tf.compat.v1.gradients(loss, trainable) if loss is not None else [None] * len(trainable)
+                except LookupError as e:  # an op with no registered gradient: nothing trains through it
+                    GRADIENT_ERRORS.append(str(e).splitlines()[0])
+                    grads = [None] * len(trainable)
             missing = sorted(v.op.name for v, g in zip(trainable, grads) if g is None)
     return {tensor: v for (tensor, _), v in zip(out_keys, values)}, missing, len(trainable)
 

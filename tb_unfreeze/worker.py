@@ -27,7 +27,7 @@ def _serve_one() -> int:
         sys.stdout.write(json.dumps(record, default=str) + "\n")
         sys.stdout.flush()
 
-    from tb_unfreeze.convert import convert  # noqa: PLC0415
+    from tb_unfreeze.conversion import convert  # noqa: PLC0415
     from tb_unfreeze.selection import Selection  # noqa: PLC0415
 
     selection = Selection(**request.pop("selection", {}) or {})

@@ -8,6 +8,8 @@ import platform
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 from tb_unfreeze import verify as V
 from tb_unfreeze.analysis import Inspection, inspect_graph, unregistered_ops
 from tb_unfreeze.errors import ConversionError, SelectionError, UnsupportedOpsError, UserError
@@ -89,7 +91,13 @@ def _resolve_io(inspection: Inspection, inputs, outputs):
 def _const_value(tf, chosen: Chosen, node_by_name, frozen_values):
     if chosen.candidate.role == "quantized_weight":
         return frozen_values[chosen.candidate.tensor]
-    return tf.make_ndarray(node_by_name[chosen.candidate.name].attr["value"].tensor)
+    tensor = node_by_name[chosen.candidate.name].attr["value"].tensor
+    if tensor.tensor_content:
+        # A read-only view of the bytes: tf.make_ndarray would copy every weight once more (VGG16: +528 MB).
+        dtype = tf.as_dtype(tensor.dtype).as_numpy_dtype
+        shape = [d.size for d in tensor.tensor_shape.dim]
+        return np.frombuffer(tensor.tensor_content, dtype=dtype).reshape(shape)
+    return tf.make_ndarray(tensor)
 
 
 def _quantized_values(tf, graph_def, chosen: list[Chosen]) -> dict:
@@ -297,6 +305,7 @@ def _verify(inspection: Inspection, tmp: str, signature: dict, probes: dict, fro
     saved_model = os.path.join(tmp, SAVED_MODEL)
     paths = inspection.training_paths
     result: dict = {"performed": True, "probe_shapes": {k: list(v.shape) for k, v in probes.items()}}
+    V.GRADIENT_ERRORS.clear()
     try:
         tf1_out, tf1_missing, n_trainable = V.run_saved_model_tf1(saved_model, signature, probes, gradients=True)
     except (tf.errors.OpError, ValueError, KeyError) as e:
@@ -319,6 +328,7 @@ def _verify(inspection: Inspection, tmp: str, signature: dict, probes: dict, fro
         "checked": n_trainable,
         "missing": missing if missing is not None else tf1_missing,
         "path": "tf2_gradient_tape" if paths["tf2_eager"] else "tf1_session",
+        "errors": sorted(set(V.GRADIENT_ERRORS)),
         "note": "" if not (missing or tf1_missing) else
         "these trainable variables get no gradient from the outputs (they feed only non-differentiable ops or "
         "unused outputs); mark them non-trainable or choose other outputs",
