@@ -165,6 +165,8 @@ def _role_of_use(index: GraphIndex, use: Use, shape: list[int]) -> str:
     table = R.ROLE_BY_CONSUMER.get(use.node.op)
     if table is not None:
         return table.get(use.slot, "")
+    if not index.op_types & R.RSQRT_OPS:  # no unfused batch norm without an Rsqrt/Sqrt in the graph
+        return _bias_add_role(index, use, shape)
     return _bias_add_role(index, use, shape) or _unfused_bn_role(index, use)
 
 

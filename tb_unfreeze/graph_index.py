@@ -62,24 +62,28 @@ class GraphIndex:
         self.nodes: dict[str, node_def_pb2.NodeDef] = {}
         self.uses: dict[str, list[Use]] = defaultdict(list)
         self.control_uses: dict[str, list[node_def_pb2.NodeDef]] = defaultdict(list)
+        self.data_inputs: dict[str, list[str]] = {}  # node -> producer node of each data input, by slot
+        self.op_types: set[str] = set()
         for node in graph_def.node:
             self.nodes.setdefault(node.name, node)
+            self.op_types.add(node.op)
         for node in graph_def.node:
             slot = 0
+            producers = []
             for raw in node.input:
                 producer, output, control = split_input(raw)
                 if control:
                     self.control_uses[producer].append(node)
                     continue
                 self.uses[producer].append(Use(node, slot, output))
+                producers.append(producer)
                 slot += 1
+            self.data_inputs.setdefault(node.name, producers)
 
     def producer(self, node: node_def_pb2.NodeDef, slot: int) -> node_def_pb2.NodeDef | None:
         """The node feeding data input `slot` of `node`, if it exists."""
-        data_inputs = [i for i in node.input if not i.startswith("^")]
-        if slot >= len(data_inputs):
-            return None
-        return self.nodes.get(split_input(data_inputs[slot])[0])
+        producers = self.data_inputs.get(node.name, ())
+        return self.nodes.get(producers[slot]) if slot < len(producers) else None
 
     def consumers(self, name: str) -> list[Use]:
         return self.uses.get(name, [])
