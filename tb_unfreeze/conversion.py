@@ -16,9 +16,10 @@ from tb_unfreeze.errors import ConversionError, SelectionError, UnsupportedOpsEr
 from tb_unfreeze.graph_index import const_problem
 from tb_unfreeze.loading import FrozenGraph, load_graph
 from tb_unfreeze.output_dir import check_output_dir, staged_dir
-from tb_unfreeze.rewrite import check_import_names, rewrite, signature_keys
+from tb_unfreeze.rewrite import rewrite, signature_keys
 from tb_unfreeze.selection import Chosen, Selection, choose
 from tb_unfreeze.tensorflow_env import import_tensorflow
+from tb_unfreeze.variable_nodes import add_variable_nodes, attach_variable, read_tensor
 
 from tb_unfreeze.convert_paths import MANIFEST, SAVED_MODEL, UNFROZEN_GRAPH  # noqa: F401 (re-exported)
 MANIFEST_SCHEMA = "tb_unfreeze.manifest/1"
@@ -244,28 +245,30 @@ def _first_line(error: Exception) -> str:
 
 def _build_and_save(tf, rewritten, chosen, values, feed_inputs, defaults, fetches, signature, tmp) -> list[dict]:
     graph = tf.Graph()
-    records, input_map, var_list = [], {}, {}
+    records, var_list, read_of = [], {}, {}
+    graph_def = rewritten.graph_def
+    for reserved, c in rewritten.mapped.items():
+        name = rewritten.variable_names[c.candidate.name]
+        value = values[c.candidate.name]
+        add_variable_nodes(tf, graph_def, name, value.dtype, value.shape)
+        read_of[reserved] = read_tensor(name)
+        records.append({
+            "variable_name": name, "source": c.candidate.name, "role": c.candidate.role,
+            "trainable": c.trainable, "dtype": value.dtype.name, "shape": list(value.shape),
+            "size": int(value.size), "checkpoint_key": name,
+        })
+    for node in graph_def.node:  # point the consumers at the variables' reads
+        for i, raw in enumerate(node.input):
+            if raw in read_of:
+                node.input[i] = read_of[raw]
     with graph.as_default():
-        for reserved, c in rewritten.mapped.items():
-            name = rewritten.variable_names[c.candidate.name]
-            value = values[c.candidate.name]
-            variable = tf.compat.v1.get_variable(
-                name, shape=value.shape, dtype=tf.as_dtype(value.dtype),
-                initializer=tf.compat.v1.zeros_initializer(), trainable=c.trainable, use_resource=True,
-            )
-            input_map[reserved] = graph.get_tensor_by_name(f"{variable.op.name}/Read/ReadVariableOp:0")
-            var_list[name] = variable
-            records.append({
-                "variable_name": variable.op.name, "source": c.candidate.name, "role": c.candidate.role,
-                "trainable": c.trainable, "dtype": value.dtype.name, "shape": list(value.shape),
-                "size": int(value.size), "checkpoint_key": name,
-            })
-        check_import_names(rewritten.graph_def, {op.name for op in graph.get_operations()})
         names = [f"{i.name}:0" for i in feed_inputs] + list(fetches)
         try:
-            imported = tf.import_graph_def(rewritten.graph_def, input_map=input_map, return_elements=names, name="")
+            imported = tf.import_graph_def(graph_def, return_elements=names, name="")
         except (ValueError, tf.errors.OpError) as e:
             raise ConversionError(f"TensorFlow refused the rewritten graph: {_first_line(e)}") from None
+        for c, record in zip(rewritten.mapped.values(), records):
+            var_list[record["variable_name"]] = attach_variable(tf, graph, record["variable_name"], c.trainable)
         in_tensors, out_tensors = imported[: len(feed_inputs)], imported[len(feed_inputs):]
         info = tf.compat.v1.saved_model.utils.build_tensor_info
         sig_in = {signature["inputs"][i.name]: info(t) for i, t in zip(feed_inputs, in_tensors)}

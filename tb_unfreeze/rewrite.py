@@ -14,7 +14,6 @@ import re
 from tensorboard.compat.proto import graph_pb2
 
 from tb_unfreeze.analysis import GraphInput
-from tb_unfreeze.errors import ConversionError
 from tb_unfreeze.graph_index import split_input
 from tb_unfreeze.selection import Chosen
 
@@ -174,12 +173,3 @@ def signature_keys(names: list[str]) -> dict[str, str]:
         taken.add(key)
         keys[name] = key
     return keys
-
-
-def check_import_names(graph_def: graph_pb2.GraphDef, existing: set[str]) -> None:
-    clash = next((n.name for n in graph_def.node if n.name in existing), None)
-    if clash:
-        raise ConversionError(
-            f"node '{clash}' collides with a variable op tb_unfreeze created; rename the variable with a "
-            "trainable override or report this graph."
-        )
