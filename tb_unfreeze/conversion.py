@@ -172,6 +172,10 @@ def convert(
     quantized = _quantized_values(tf, graph.graph_def, chosen)
     values = {c.candidate.name: _const_value(tf, c, node_by_name, quantized) for c in chosen}
     rewritten = rewrite(graph.graph_def, chosen, inspection.inputs)
+    rewritten.graph_def = _without_source(tf, rewritten.graph_def)
+    # Release the source graph: its protobuf arena holds every weight once more until the message is gone.
+    del node_by_name, quantized
+    graph.graph_def = inspection.index = None
     in_keys = signature_keys([i.name for i in feed_inputs])
     out_keys = signature_keys([f.split(":")[0] if f.endswith(":0") else f.replace(":", "_") for f in fetches])
     signature = {
@@ -181,7 +185,6 @@ def convert(
     with staged_dir(out) as tmp:
         step("build and save", 0.4)
         variables = _build_and_save(tf, rewritten, chosen, values, feed_inputs, defaults, fetches, signature, tmp)
-        del values
         verification = {"performed": False, "note": verify_note or ("skipped (--no-verify)" if not verify else "")}
         if verify and not verify_note:
             step("verify", 0.7)
@@ -243,6 +246,18 @@ def _first_line(error: Exception) -> str:
     return text.strip().splitlines()[0][:300] if text.strip() else type(error).__name__
 
 
+FEED_CHUNK = 128 << 20
+
+
+def _without_source(tf, graph_def):
+    """A fresh GraphDef holding the rewritten graph's nodes (small: the weights are no longer in it)."""
+    slim = tf.compat.v1.GraphDef()
+    slim.versions.CopyFrom(graph_def.versions)
+    slim.library.CopyFrom(graph_def.library)
+    slim.node.extend(graph_def.node)
+    return slim
+
+
 def _build_and_save(tf, rewritten, chosen, values, feed_inputs, defaults, fetches, signature, tmp) -> list[dict]:
     graph = tf.Graph()
     records, var_list, read_of = [], {}, {}
@@ -284,12 +299,19 @@ def _build_and_save(tf, rewritten, chosen, values, feed_inputs, defaults, fetche
             # Every variable's value in ONE Session.run (what Variable.load does per variable): each distinct
             # run signature makes TensorFlow prune and plan the whole graph again, so one run per variable
             # cost O(variables × graph size) (~17 s for MobileNetV2's 262 variables).
-            initializers, feed = [], {}
+            # Runs of about FEED_CHUNK bytes, each value dropped once fed, so the weights are not all held twice.
+            initializers, feed, pending = [], {}, 0
             for c in chosen:
                 variable = var_list[rewritten.variable_names[c.candidate.name]]
+                value = values.pop(c.candidate.name)
                 initializers.append(variable.initializer)
-                feed[variable.initializer.inputs[1]] = values[c.candidate.name]
-            sess.run(initializers, feed)
+                feed[variable.initializer.inputs[1]] = value
+                pending += value.nbytes
+                if pending >= FEED_CHUNK:
+                    sess.run(initializers, feed)
+                    initializers, feed, pending = [], {}, 0
+            if initializers:
+                sess.run(initializers, feed)
             del feed
             builder = tf.compat.v1.saved_model.Builder(os.path.join(tmp, SAVED_MODEL))
             builder.add_meta_graph_and_variables(

@@ -99,6 +99,9 @@ def run_frozen(graph_def, feeds: dict[str, np.ndarray], fetches: list[str], defa
         names = [f"{n}:0" for n in feeds] + [f"{n}:0" for n in defaults] + fetches
         tensors = tf.import_graph_def(graph_def, return_elements=names, name="frozen")
     feed_dict = {t: v for t, v in zip(tensors, list(feeds.values()) + list(defaults.values()))}
+    # Default session options on purpose: with Grappler off, some frozen graphs compute something else (OpenCV's
+    # face detector gave NaN), and the converted model runs with Grappler on. Grappler costs time on graphs with
+    # huge weights (VGG16: ~35 s), only when verifying.
     with tf.compat.v1.Session(graph=graph) as sess:
         values = sess.run(tensors[len(feed_dict):], feed_dict)
     return dict(zip(fetches, values))
