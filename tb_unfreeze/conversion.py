@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -14,7 +16,7 @@ from tb_unfreeze import verify as V
 from tb_unfreeze.analysis import Inspection, inspect_graph, unregistered_ops
 from tb_unfreeze.errors import ConversionError, SelectionError, UnsupportedOpsError, UserError
 from tb_unfreeze.graph_index import const_problem
-from tb_unfreeze.loading import FrozenGraph, load_graph
+from tb_unfreeze.loading import FrozenGraph, load_graph_and_bytes, reparse
 from tb_unfreeze.output_dir import check_output_dir, staged_dir
 from tb_unfreeze.rewrite import rewrite, signature_keys
 from tb_unfreeze.selection import Chosen, Selection, choose
@@ -133,13 +135,9 @@ def convert(
     step, timings = _steps(progress)
     step("load", 0.0)
     out = check_output_dir(source, out_dir, replace)
-    # Fail fast on bad input of any size before importing TensorFlow (seconds, and C++ log lines on stderr);
-    # the extra protobuf parse costs well under a second even for a 100 MB graph.
-    check_graph(load_graph(source))
-    step("import tensorflow", 0.02)
-    tf = import_tensorflow()  # only conversion pays for TensorFlow
-    step("load", 0.05)
-    graph = load_graph(source, tf.compat.v1.GraphDef)  # parsed once, straight into TensorFlow's class
+    # Every check a user's input can fail runs before TensorFlow is imported (seconds, and C++ log lines).
+    graph, data = load_graph_and_bytes(source)
+    check_graph(graph)
     inspection = inspect_graph(graph)
     chosen = choose(inspection, selection)
     if not chosen:
@@ -148,6 +146,9 @@ def convert(
             "(those not converted by default need --only NAME ...); see `tb-unfreeze inspect`."
         )
     feed_inputs, fetches = _resolve_io(inspection, inputs, outputs)
+    sha256 = hashlib.sha256(data).hexdigest()
+    step("import tensorflow", 0.02)
+    tf = import_tensorflow()  # only conversion pays for TensorFlow
 
     missing_ops = unregistered_ops(set(inspection.op_counts) - {f.signature.name for f in graph.graph_def.library.function})
     if missing_ops:
@@ -155,7 +156,13 @@ def convert(
             f"{source} uses op(s) this TensorFlow {tf.__version__} does not register: {', '.join(missing_ops)}; "
             "load the library that defines them (tf.load_op_library) or convert on a TensorFlow that has them."
         )
-    sha256 = graph.sha256()
+    step("load", 0.05)
+    # The same bytes again, into TensorFlow's GraphDef class (import_graph_def accepts no other); the
+    # TensorBoard-class copy used for the checks is dropped first, so only one parsed copy is ever alive.
+    described = dataclasses.replace(graph, graph_def=None)
+    graph = inspection.graph = inspection.index = None
+    graph = inspection.graph = reparse(described, data, tf.compat.v1.GraphDef)
+    del data
     defaults = {i.name: i.default for i in inspection.inputs if i.default is not None and i.kind != "unused"}
     probes, frozen_out, verify_note = {}, {}, ""
     if verify:
@@ -175,7 +182,7 @@ def convert(
     rewritten.graph_def = _without_source(tf, rewritten.graph_def)
     # Release the source graph: its protobuf arena holds every weight once more until the message is gone.
     del node_by_name, quantized
-    graph.graph_def = inspection.index = None
+    graph.graph_def = None
     in_keys = signature_keys([i.name for i in feed_inputs])
     out_keys = signature_keys([f.split(":")[0] if f.endswith(":0") else f.replace(":", "_") for f in fetches])
     signature = {

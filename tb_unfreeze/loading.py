@@ -201,9 +201,15 @@ def check_frozen(path: str, graph_def: graph_pb2.GraphDef) -> None:
 def load_graph(path: str | os.PathLike, graph_def_class=graph_pb2.GraphDef) -> FrozenGraph:
     """Read and parse a frozen graph; raise a UserError naming the file if it is not one.
 
-    `graph_def_class` lets conversion parse straight into TensorFlow's own GraphDef (same schema), so a large
-    graph is parsed once.
+    `graph_def_class` may be TensorFlow's own GraphDef (same schema) for callers that execute the graph.
     """
+    graph, _ = load_graph_and_bytes(path, graph_def_class)
+    return graph
+
+
+def load_graph_and_bytes(path: str | os.PathLike, graph_def_class=graph_pb2.GraphDef) -> tuple[FrozenGraph, bytes]:
+    """`load_graph`, also returning the file's bytes, for callers that parse them again (conversion parses them
+    into TensorFlow's own GraphDef class with `reparse`) or hash them, without reading the file twice."""
     path = os.fspath(path)
     data, st = _read(path)
     if not data:
@@ -213,6 +219,15 @@ def load_graph(path: str | os.PathLike, graph_def_class=graph_pb2.GraphDef) -> F
         graph_def, fmt = _parse_text(path, text, graph_def_class), "text"
     else:
         graph_def, fmt = _parse_binary(path, data, graph_def_class), "binary"
-    del data
     check_frozen(path, graph_def)
-    return FrozenGraph(path=path, graph_def=graph_def, format=fmt, size=st.st_size, mtime=st.st_mtime)
+    return FrozenGraph(path=path, graph_def=graph_def, format=fmt, size=st.st_size, mtime=st.st_mtime), data
+
+
+def reparse(graph: FrozenGraph, data: bytes, graph_def_class) -> FrozenGraph:
+    """The same graph parsed from the same bytes into another GraphDef class of the same schema (TensorFlow's)."""
+    graph_def = graph_def_class()
+    if graph.format == "text":
+        text_format.Parse(data.decode("utf-8"), graph_def)
+    else:
+        graph_def.ParseFromString(data)
+    return dataclasses.replace(graph, graph_def=graph_def)
