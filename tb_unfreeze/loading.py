@@ -8,7 +8,6 @@ own one-sentence error.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import re
 import stat
@@ -36,14 +35,6 @@ class FrozenGraph:
     format: str  # "binary" or "text"
     size: int
     mtime: float
-
-    def sha256(self) -> str:
-        """The source file's sha256 (read again on demand: inspection never needs it)."""
-        digest = hashlib.sha256()
-        with open(self.path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
 
 
 def _read(path: str) -> tuple[bytes, os.stat_result]:
