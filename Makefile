@@ -22,7 +22,7 @@ demo: setup
 	$(BIN)/tb-unfreeze demo --logdir out
 
 test: setup browser
-	$(BIN)/python -m pytest -q tests
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q tests
 
 bench: setup
 	$(BIN)/python -m bench.run

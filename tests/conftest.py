@@ -7,6 +7,7 @@ with the reason, when it is absent.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -102,3 +103,12 @@ def source_models_untouched_by_this_test(request):
     after = _models_state(full=False)
     changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
     assert not changed, f"{request.node.nodeid} modified source models: {changed[:5]}"
+
+
+def installed_command(name: str) -> str:
+    """The console script `name` of the environment these tests run in (beside `sys.executable`), so the tests
+    exercise what `pip install` put there, whatever is (not) on PATH. Fails, never skips, when it is missing."""
+    path = os.path.join(os.path.dirname(sys.executable), name)
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"the '{name}' command is not installed beside {sys.executable}; run `make setup`")
+    return path

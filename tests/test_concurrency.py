@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from conftest import installed_command
 
 from tb_unfreeze.output_dir import TMP_PREFIX
 
@@ -58,12 +59,10 @@ def server(tmp_path_factory, real_model):
     shutil.copyfile(real_model("tf2onnx_regression.pb"), logdir / SAME)
     for model_id, source in OTHERS.items():
         shutil.copyfile(real_model(source), logdir / model_id)
-    if not shutil.which("tensorboard"):
-        pytest.skip("the tensorboard command is not installed")
     port = _free_port()
     log = open(logdir.parent / "tensorboard.log", "w")
     proc = subprocess.Popen(
-        ["tensorboard", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port), "--reload_interval", "1"],
+        [installed_command("tensorboard"), "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port), "--reload_interval", "1"],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     url = f"http://127.0.0.1:{port}"

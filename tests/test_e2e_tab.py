@@ -20,6 +20,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
+from conftest import installed_command
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -56,8 +57,7 @@ def tensorboard(tmp_path, real_model):
     shutil.copy(real_model(MODEL), logdir / MODEL)
     shutil.copy(real_model(OTHER[0]), logdir / OTHER[1])
     port = _free_port()
-    exe = shutil.which("tensorboard")
-    cmd = [exe] if exe else [sys.executable, "-m", "tensorboard.main"]
+    cmd = [installed_command("tensorboard")]
     log = open(tmp_path / "tensorboard.log", "wb")
     proc = subprocess.Popen(
         cmd + ["--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port), "--reload_interval", "1"],

@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import model_entries
+from conftest import installed_command, model_entries
 from graph_oracle import FLOAT, NON_WEIGHT_DTYPES, Oracle
 
 from tb_unfreeze import inspect_model
@@ -165,7 +165,7 @@ def test_cli_inspect_json_equals_library(path, inspected):
 
 def test_cli_console_script_inspect_json(real_model):
     path = real_model("tf2onnx_regression.pb")
-    proc = subprocess.run(["tb-unfreeze", "inspect", path, "--json"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([installed_command("tb-unfreeze"), "inspect", path, "--json"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     d = json.loads(proc.stdout)
     assert {c["name"] for c in d["candidates"]} == {"W", "b"}
