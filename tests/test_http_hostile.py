@@ -23,6 +23,7 @@ from werkzeug import test as werkzeug_test
 from werkzeug import wrappers
 
 from tb_unfreeze.plugin import metadata
+from tb_unfreeze.plugin.jobs import DONE, Job, JobRunner
 from tb_unfreeze.plugin.plugin import UnfreezePlugin
 
 BASE = "/data/plugin/unfreeze"
@@ -306,10 +307,66 @@ JSON_VALUES = st.recursive(
 @given(st.dictionaries(st.sampled_from(["model", "only", "exclude", "trainable", "verify", "inputs", "outputs",
                                         "extra"]), JSON_VALUES, max_size=5))
 def test_generated_bodies_never_500(world, body):
-    body.setdefault("model", "nope.pb") if body.get("model") == MODEL else None
+    """Bodies with any fields; none names a model of the logdir, so each is refused."""
+    if body.get("model") in (MODEL, "sub/voice.pb"):  # a generated body must not queue a real conversion
+        body["model"] = "nope.pb"
     before = tree(world["root"])
     refused(post(world["client"], json.dumps(body, allow_nan=True)))
     assert tree(world["root"]) == before and world["plugin"].jobs.list() == []
+
+
+class RecordingJobs(JobRunner):
+    """Takes what the plugin would queue and runs nothing (no conversion, no thread)."""
+
+    def __init__(self) -> None:
+        super().__init__(run=lambda job, progress: {})
+        self.accepted: list[Job] = []
+
+    def submit(self, model_id: str, params: dict, client: dict | None = None) -> Job:
+        job = Job(id=f"{len(self.accepted):x}", model=model_id, params=params, client=client or {}, state=DONE)
+        self.accepted.append(job)
+        return job
+
+
+@pytest.fixture(scope="module")
+def recording(world):
+    """The same logdir behind a plugin whose job runner only records: bodies naming the real model get past the
+    model lookup, so the validation of every other field is what the generated bodies exercise."""
+    jobs = RecordingJobs()
+    plugin = UnfreezePlugin(base_plugin.TBContext(logdir=world["logdir"], flags=None), scan_interval=0, jobs=jobs)
+    client = werkzeug_test.Client(application.TensorBoardWSGI([plugin]), wrappers.Response)
+    yield {"client": client, "jobs": jobs}
+    plugin.stop()
+
+
+NAMES = st.lists(st.sampled_from(["W", "b", "W/read", "X", "pred", "nope", ""]), max_size=3)
+FIELD_VALUES = JSON_VALUES | NAMES | st.dictionaries(st.sampled_from(["W", "b", "X"]), st.booleans() | JSON_VALUES,
+                                                     max_size=2)
+CANDIDATES = {"W", "b"}
+
+
+@HYPO
+@given(st.dictionaries(st.sampled_from(["only", "exclude", "trainable", "verify", "inputs", "outputs", "extra"]),
+                       FIELD_VALUES, max_size=4))
+def test_generated_bodies_for_a_real_model_are_validated_never_500(world, recording, body):
+    """Either a 4xx with a message, or accepted with a well-formed request naming only candidates; never a 500."""
+    before = tree(world["root"])
+    queued = len(recording["jobs"].accepted)
+    r = post(recording["client"], json.dumps({"model": MODEL, **body}, allow_nan=True))
+    assert tree(world["root"]) == before
+    if r.status_code != 200:
+        refused(r)
+        assert len(recording["jobs"].accepted) == queued
+        return
+    (job,) = recording["jobs"].accepted[queued:]
+    params = job.params
+    assert job.model == MODEL and r.get_json()["job"]["request"] == params
+    assert set(body) <= set(params) and "extra" not in params
+    assert isinstance(params["verify"], bool) and params["verify"] == body.get("verify", True)
+    for key in ("only", "exclude", "inputs", "outputs"):
+        assert params[key] is None or all(isinstance(n, str) for n in params[key]), (key, params)
+    assert set(params["only"] or []) | set(params["exclude"]) | set(params["trainable"]) <= CANDIDATES, params
+    assert all(isinstance(v, bool) for v in params["trainable"].values())
 
 
 @pytest.mark.parametrize("origin, ok", [
