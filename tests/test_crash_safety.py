@@ -29,6 +29,13 @@ TIMEOUT = 240
 STATS = {"kills": 0, "midway": 0}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def report_counts():
+    """How many kills landed while writing, printed (with -s) after the module's tests, whatever ran."""
+    yield
+    print(f"\ncrash safety: {STATS['kills']} conversions killed with SIGKILL, {STATS['midway']} while writing")
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "tb_unfreeze", "convert", *args]
 
@@ -152,7 +159,3 @@ def test_full_disk_during_replace_keeps_the_previous_result(tiny_disk, real_mode
     assert caught.value.http_code == 400 and "\n" not in str(caught.value)
     assert _complete(out)["source"]["sha256"] == previous["source"]["sha256"]
     assert os.listdir(tiny_disk) == ["out"]
-
-
-def test_report_counts():
-    print(f"\ncrash safety: {STATS['kills']} conversions killed with SIGKILL, {STATS['midway']} while writing")
