@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -33,6 +34,7 @@ ARTIFACTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "artifacts"
 CONVERT_TIMEOUT_S = 240
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed: pip install playwright")
+expect = sync_api.expect
 if not os.path.exists(CHROMIUM):
     pytest.skip(f"{CHROMIUM} is missing (Debian package 'chromium'); Playwright's own browser cannot be downloaded here",
                 allow_module_level=True)
@@ -101,11 +103,24 @@ def browser():
 
 
 def _plugin_frame(page):
-    """The Unfreeze tab's iframe (TensorBoard loads the plugin's module in a same-origin iframe)."""
-    handle = page.wait_for_selector('iframe[src*="plugin_entry.html?name=unfreeze"]', state="attached", timeout=30_000)
-    frame = handle.content_frame()
-    assert frame is not None
-    return frame
+    """The Unfreeze tab's iframe as a frame locator: every lookup through it is made again at each action, so a
+    node the tab replaced meanwhile is never clicked (TensorBoard loads the plugin in a same-origin iframe)."""
+    page.wait_for_selector('iframe[src*="plugin_entry.html?name=unfreeze"]', state="attached", timeout=30_000)
+    return page.frame_locator('iframe[src*="plugin_entry.html?name=unfreeze"]')
+
+
+def _texts(locator, attr: str = "") -> list[str]:
+    js = f"els => els.map(e => e.getAttribute({attr!r}))" if attr else "els => els.map(e => e.textContent)"
+    return locator.evaluate_all(js)
+
+
+def _graphs_run_selected(page) -> str | None:
+    """The run TensorBoard's Graphs dashboard shows (its run picker), or None before it has one."""
+    return page.evaluate("""() => {
+        const d = document.querySelector('tf-graph-dashboard');
+        const c = d && (d.shadowRoot || d).querySelector('tf-graph-controls');
+        return c && c.selection ? c.selection.run : null;
+    }""")
 
 
 def test_unfreeze_tab_converts_and_shows_both_graphs(tensorboard, browser):
@@ -116,68 +131,82 @@ def test_unfreeze_tab_converts_and_shows_both_graphs(tensorboard, browser):
     frame = _plugin_frame(page)
 
     # The model list shows the real model as frozen; pick it.
-    item = frame.wait_for_selector(f'li.model[data-model="{MODEL}"]', timeout=30_000)
-    assert item.query_selector('.chip[data-status="frozen"]') is not None
+    item = frame.locator(f'li.model[data-model="{MODEL}"]')
+    expect(item.locator('.chip[data-status="frozen"]')).to_be_visible(timeout=30_000)
     item.click()
+    expect(item).to_have_class(re.compile(r"\bactive\b"))
+
+    # The list is refreshed every few seconds; a refresh that changes nothing keeps the very same DOM nodes.
+    item.evaluate("el => { el.dataset.probe = 'kept'; }")
+    page.wait_for_timeout(4_600)
+    expect(item).to_have_attribute("data-probe", "kept")
 
     # Candidate table: every recommended constant is ticked; leave one out.
-    frame.wait_for_selector(f'.cand-table tr[data-name="{LEFT_OUT}"]', timeout=30_000)
-    names = frame.eval_on_selector_all(".cand-table tbody tr[data-name]", "rows => rows.map(r => r.dataset.name)")
+    expect(frame.locator(f'.cand-table tr[data-name="{LEFT_OUT}"]')).to_be_visible(timeout=30_000)
+    names = _texts(frame.locator(".cand-table tbody tr[data-name]"), "data-name")
     assert len(names) >= 4 and LEFT_OUT in names
-    assert frame.eval_on_selector_all(".cand-table tbody input[aria-label^='Include']:checked", "x => x.length") == len(names)
-    frame.click(f'.cand-table tr[data-name="{LEFT_OUT}"] input[aria-label^="Include"]')
+    expect(frame.locator(".cand-table tbody input[aria-label^='Include']:checked")).to_have_count(len(names))
+    frame.locator(f'.cand-table tr[data-name="{LEFT_OUT}"] input[aria-label^="Include"]').click()
     chosen = len(names) - 1
-    assert frame.inner_text('[data-total="variables"] b') == str(chosen)
-    button = frame.wait_for_selector(".convert-bar button.btn.primary")
-    assert button.inner_text().upper() == f"CONVERT {chosen} CONSTANTS"
+    expect(frame.locator('[data-total="variables"] b')).to_have_text(str(chosen))
+    button = frame.locator(".convert-bar button.btn.primary")
+    expect(button).to_have_text(re.compile(f"^convert {chosen} constants$", re.I))
 
     # The selected model is in the top window's URL (shareable) and in the iframe's own.
     assert f"unfreeze_model={MODEL}" in page.evaluate("location.hash")
     assert page.evaluate("location.hash").startswith("#unfreeze")
 
-    # Convert; the progress bar follows the job until it is done.
+    # Convert; the progress bar follows the job, naming the sub-steps the conversion reports, until it is done.
     button.click()
-    frame.wait_for_selector(".progress:not([hidden])", timeout=10_000)
-    frame.wait_for_selector('.progress[data-state="done"], .progress[data-state="failed"]', timeout=CONVERT_TIMEOUT_S * 1000)
-    assert frame.get_attribute(".progress", "data-state") == "done", frame.inner_text(".convert-msg")
+    progress = frame.locator(".progress")
+    expect(progress).to_be_visible(timeout=10_000)
+    expect(progress).to_have_attribute("data-state", re.compile("^(done|failed)$"), timeout=CONVERT_TIMEOUT_S * 1000)
+    assert progress.get_attribute("data-state") == "done", frame.locator(".convert-msg").inner_text()
+    steps = _texts(frame.locator(".step-trail li"), "data-step")
+    assert steps and all(s for s in steps), steps
+    # Done is green only for a verified result: the state is an attribute, never a word searched in a sentence
+    # ("not verified" contains "verified").
+    expect(progress).to_have_attribute("data-verification", "verified")
 
     # Result panel: as many variables as we chose, verified, with the output location and both snippets.
-    frame.wait_for_selector('.fact[data-fact="variables"]', timeout=30_000)
-    assert frame.inner_text('.fact[data-fact="variables"] .fact-value').strip() == str(chosen)
-    assert "verified" in frame.inner_text('.fact[data-fact="max-diff"]')
-    assert frame.inner_text('.fact[data-fact="out-dir"] .fact-value').endswith("saved_model")
-    snippets = frame.eval_on_selector_all("pre.snippet", "els => els.map(e => e.textContent)")
+    verdict = frame.locator('.result .verdict .chip.verification')
+    expect(verdict).to_have_attribute("data-status", "verified", timeout=30_000)
+    expect(frame.locator('.fact[data-fact="variables"] .fact-value')).to_have_text(str(chosen))
+    assert frame.locator('.fact[data-fact="out-dir"] .fact-value').inner_text().endswith("saved_model")
+    snippets = _texts(frame.locator("pre.snippet"))
     assert any("tf.saved_model.load(" in s and "GradientTape" in s for s in snippets)
     assert any("from tb_unfreeze.keras import UnfrozenLayer" in s for s in snippets)
+    # The model list says the same.
+    expect(item.locator(".chip")).to_have_attribute("data-verification", "verified", timeout=30_000)
 
     # Side by side: converted nodes highlighted on both sides, the left-out constant on neither.
-    frame.wait_for_selector('.gv-svg[data-side="unfrozen"] .node.converted', timeout=30_000)
-    left = frame.eval_on_selector_all('.gv-svg[data-side="frozen"] .node.converted', "els => els.map(e => e.dataset.id)")
-    right = frame.eval_on_selector_all('.gv-svg[data-side="unfrozen"] .node.converted', "els => els.map(e => e.dataset.id)")
+    unfrozen_converted = frame.locator('.gv-svg[data-side="unfrozen"] .node.converted')
+    expect(unfrozen_converted.first).to_be_attached(timeout=30_000)
+    left = _texts(frame.locator('.gv-svg[data-side="frozen"] .node.converted'), "data-id")
+    right = _texts(unfrozen_converted, "data-id")
     assert len(left) >= chosen and len(right) >= chosen, (left, right)
     # A constant is drawn as its own box, or (closed) as the box of the scope it shares its name with,
     # e.g. "pred/bias" with "pred/bias/read".
     left_out = {f"node:{LEFT_OUT}", f"scope:{LEFT_OUT}"}
     assert not left_out & set(left) and not left_out & set(right), (left, right)
-    assert left_out & set(frame.eval_on_selector_all('.gv-svg[data-side="frozen"] .node', "els => els.map(e => e.dataset.id)"))
+    assert left_out & set(_texts(frame.locator('.gv-svg[data-side="frozen"] .node'), "data-id"))
     # Shared nodes sit at the same place on both sides.
     shared = sorted(set(left) & set(right))
     assert shared, (left, right)
-    pos = lambda side, nid: frame.get_attribute(f'.gv-svg[data-side="{side}"] .node[data-id="{nid}"]', "transform")
+    pos = lambda side, nid: frame.locator(f'.gv-svg[data-side="{side}"] .node[data-id="{nid}"]').get_attribute("transform")
     assert pos("frozen", shared[0]) == pos("unfrozen", shared[0])
 
     # Selecting a node selects it in both panes and shows its details.
-    frame.click(f'.gv-svg[data-side="frozen"] .node[data-id="{shared[0]}"]')
-    assert frame.eval_on_selector_all(".gv-svg .node.selected", "els => els.length") == 2
-    assert shared[0].split(":", 1)[1] in frame.inner_text(".gv-details")
+    frame.locator(f'.gv-svg[data-side="frozen"] .node[data-id="{shared[0]}"]').click()
+    expect(frame.locator(".gv-svg .node.selected")).to_have_count(2)
+    expect(frame.locator(".gv-details")).to_contain_text(shared[0].split(":", 1)[1])
 
     # Each pane links to its run in the Graphs dashboard.
-    links = frame.eval_on_selector_all(".gv-run-link:not([hidden])", "els => els.map(e => e.getAttribute('href'))")
+    links = _texts(frame.locator(".gv-run-link:not([hidden])"), "href")
     assert any(h.endswith("#graphs&run=" + urllib.parse.quote(f"unfreeze/{MODEL}/unfrozen", safe="")) for h in links), links
 
     # History lists this conversion.
-    frame.wait_for_selector("table.history tbody tr", timeout=30_000)
-    assert f"{chosen} consts" in frame.inner_text("table.history tbody tr")
+    expect(frame.locator("table.history tbody tr").first).to_contain_text(f"{chosen} consts", timeout=30_000)
 
     # The Graphs dashboard lists the unfrozen run (TensorBoard picks new runs up within seconds).
     run = f"unfreeze/{MODEL}/unfrozen"
@@ -191,15 +220,24 @@ def test_unfreeze_tab_converts_and_shows_both_graphs(tensorboard, browser):
     assert info.get(run, {}).get("run_graph") is True, sorted(info)
 
     os.makedirs(ARTIFACTS, exist_ok=True)
-    frame.eval_on_selector('[data-section="compare"]', "e => e.scrollIntoView({block: 'center'})")
+    frame.locator('[data-section="compare"]').evaluate("e => e.scrollIntoView({block: 'center'})")
     page.wait_for_timeout(500)  # the graph is repainted sharp once pan/zoom settles
     page.screenshot(path=os.path.join(ARTIFACTS, "unfreeze_tab.png"))
     assert not errors, errors
+
+    # "Open in Graphs" on the unfrozen pane shows the unfrozen run in the Graphs dashboard (not its first run).
+    page.reload()  # the Graphs dashboard must list the new runs
+    frame = _plugin_frame(page)
+    frame.locator('.gv-pane[data-side="unfrozen"] .gv-run-link').click(timeout=60_000)
+    page.wait_for_function("run => { const d = document.querySelector('tf-graph-dashboard');"
+                           " const c = d && (d.shadowRoot || d).querySelector('tf-graph-controls');"
+                           " return !!(c && c.selection && c.selection.run === run); }", arg=run, timeout=30_000)
+    assert _graphs_run_selected(page) == run
 
     # A shared link opens the tab with the model selected and converted.
     page2 = browser.new_page(viewport={"width": 1280, "height": 900})
     page2.goto(tensorboard + f"/#unfreeze&unfreeze_model={urllib.parse.quote(MODEL, safe='')}")
     frame2 = _plugin_frame(page2)
-    frame2.wait_for_selector(f'li.model.active[data-model="{MODEL}"] .chip[data-status="converted"]', timeout=30_000)
-    frame2.wait_for_selector('.gv-svg[data-side="unfrozen"] .node.converted', timeout=30_000)
-    assert frame2.eval_on_selector_all("li.model.active", "els => els.map(e => e.dataset.model)") == [MODEL]
+    expect(frame2.locator(f'li.model.active[data-model="{MODEL}"] .chip[data-status="converted"]')).to_be_visible(timeout=30_000)
+    expect(frame2.locator('.gv-svg[data-side="unfrozen"] .node.converted').first).to_be_attached(timeout=30_000)
+    assert _texts(frame2.locator("li.model.active"), "data-model") == [MODEL]

@@ -9,7 +9,7 @@ export interface JobResult {
   trainable_variables?: number;
   parameters?: number;
   trainable_parameters?: number;
-  verification?: { performed?: boolean; passed?: boolean; max_abs_diff?: number | null; [k: string]: unknown };
+  verification?: { status?: string; performed?: boolean; passed?: boolean; max_abs_diff?: number | null; note?: string; gradients_missing?: number; [k: string]: unknown };
   out_dir?: string;
   saved_model?: string;
   runs?: { frozen?: string | null; unfrozen?: string | null };
@@ -64,12 +64,19 @@ export interface Job {
   progress?: { fraction?: number; step?: string };
   error?: string | null;
   result?: JobResult | null;
+  /** Unix times (s). */
+  created?: number | null;
+  started?: number | null;
+  finished?: number | null;
 }
 
 export interface Manifest {
   variables?: Array<{ variable_name: string; source: string; role: string; trainable: boolean; dtype: string; shape: number[] | null }>;
   totals?: { variables?: number; trainable_variables?: number; parameters?: number; trainable_parameters?: number };
   verification?: {
+    status?: string;
+    performed?: boolean;
+    note?: string;
     outputs?: Record<string, number | { max_abs_diff?: number | null; passed?: boolean } | null>;
     max_abs_diff?: number | null;
     passed?: boolean;
@@ -80,6 +87,26 @@ export interface Manifest {
   out_dir?: string;
   saved_model?: string;
   [k: string]: unknown;
+}
+
+/** GET /weights: a constant's (or a variable's initial) values, summarized. */
+export interface WeightStats {
+  name: string;
+  source: string;
+  variable?: string;
+  trainable?: boolean;
+  dtype: string | null;
+  shape: number[];
+  size: number;
+  min: number | null;
+  max: number | null;
+  mean: number | null;
+  std: number | null;
+  zeros: number;
+  nonfinite: number;
+  histogram: { edges: number[]; counts: number[] } | null;
+  first: Array<number | null>;
+  note?: string;
 }
 
 export interface ConversionRequest {
@@ -126,6 +153,7 @@ export const api = {
   history: (model: string) => get<unknown>(`./history?model=${q(model)}`).then(unwrap<HistoryEntry>("history")),
   graph: (model: string, which: "frozen" | "unfrozen") => get<GraphData>(`./graph?model=${q(model)}&which=${which}`),
   manifest: (model: string) => get<Manifest>(`./manifest?model=${q(model)}`),
+  weights: (model: string, node: string) => get<WeightStats>(`./weights?model=${q(model)}&node=${q(node)}`),
   async convert(body: { model: string; only: string[]; trainable: Record<string, boolean>; verify: boolean }): Promise<{ job: Job }> {
     const r = await fetch("./convert", {
       method: "POST",

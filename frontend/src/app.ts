@@ -6,7 +6,8 @@ import { CandidateTable } from "./panels/candidates";
 import { resultFacts, resultPanel } from "./panels/result";
 import { historyTable } from "./panels/history";
 import { SideBySide } from "./graph/view";
-import { graphsRunUrl, openInTop, readSelectedModel, shareUrl, writeSelectedModel } from "./url";
+import { graphsRunUrl, openGraphsRun, readSelectedModel, shareUrl, writeSelectedModel } from "./url";
+import { VerificationStatus, verificationStatus, verificationText } from "./status";
 import type { Side } from "./graph/model";
 
 const MODELS_POLL_MS = 4000;
@@ -20,6 +21,25 @@ const STATUS_TEXT: Record<string, string> = {
   frozen: "frozen", converting: "converting", converted: "converted", failed: "failed", invalid: "invalid",
 };
 
+/** The verification state of a model's latest successful conversion, or null. */
+function modelVerification(m: ModelInfo): VerificationStatus | null {
+  if (m.status !== "converted" || !m.latest?.ok) return null;
+  return verificationStatus(m.latest.result?.verification) ?? "not_verified";
+}
+
+/** The status chip of a model: "converted" is never shown as plain success unless it was verified. */
+function modelChip(m: ModelInfo): HTMLElement {
+  const ver = modelVerification(m);
+  const text = ver ? (ver === "verified" ? "converted · verified" : `converted · ${verificationText(ver)}`)
+    : STATUS_TEXT[m.status] ?? m.status;
+  return h("span.chip", { "data-status": m.status, "data-verification": ver ?? false, title: text }, text);
+}
+
+function fmtSeconds(ms: number): string {
+  const s = ms / 1000;
+  return s < 10 ? `${s.toFixed(1)} s` : `${Math.round(s)} s`;
+}
+
 export class App {
   private models: ModelInfo[] = [];
   private selected: string | null = readSelectedModel();
@@ -31,11 +51,18 @@ export class App {
   private shownLatest: string | null = null;
 
   private modelList = h("ul.model-list");
+  /** One <li> per model, kept across refreshes: a refresh that changes nothing touches no DOM node. */
+  private modelRows = new Map<string, { li: HTMLElement; sig: string }>();
+  private headSig = "";
+  /** Sub-steps the running job reported, with when each was first seen. */
+  private steps: { job: string; list: Array<{ step: string; at: number }> } = { job: "", list: [] };
+  private stepTimer = 0;
   private modelsNote = h("div.muted.small");
   private head = h("div.model-head");
   private table = new CandidateTable(() => this.updateConvertButton());
   private convertBtn = h("button.btn.primary", { on: { click: () => this.convert() } }, "Convert");
   private progress = h("div.progress", { hidden: true }, h("div.bar"), h("span.progress-text"));
+  private stepTrail = h("ol.step-trail", { hidden: true });
   private convertMsg = h("div.convert-msg");
   private result = h("div");
   private compare: SideBySide;
@@ -50,7 +77,7 @@ export class App {
     this.main = h("main.main", null,
       this.head,
       section("candidates", "Candidates", this.table.el,
-        h("div.convert-bar", null, this.convertBtn, this.progress, this.convertMsg)),
+        h("div.convert-bar", null, this.convertBtn, this.progress, this.convertMsg), this.stepTrail),
       section("result", "Result", this.result),
       section("compare", "Frozen and unfrozen, side by side", this.compare.el),
       section("history", "History", this.history),
@@ -101,20 +128,42 @@ export class App {
   }
 
   private renderModelList(): void {
+    const list = this.modelList;
     if (!this.models.length) {
-      replace(this.modelList, h("li.muted.small", null, "No .pb or .pbtxt under the logdir yet. Drop a frozen graph in and it shows up here."));
+      this.modelRows.clear();
+      if (!list.querySelector("li.empty")) {
+        replace(list, h("li.muted.small.empty", null, "No .pb or .pbtxt under the logdir yet. Drop a frozen graph in and it shows up here."));
+      }
       return;
     }
-    replace(this.modelList, ...this.models.map((m) => h("li", {
-      class: "model" + (m.id === this.selected ? " active" : ""), "data-model": m.id, title: m.message ?? m.path,
-      on: { click: () => void this.select(m.id) },
-    },
-      h("div.model-name", null, m.id),
-      h("div.model-meta", null,
-        h("span.chip", { "data-status": m.status }, STATUS_TEXT[m.status] ?? m.status),
-        h("span.muted", null, fmtBytes(m.size)),
-      ),
-    )));
+    list.querySelector("li.empty")?.remove();
+    const ids = new Set(this.models.map((m) => m.id));
+    for (const [id, row] of this.modelRows) {
+      if (!ids.has(id)) { row.li.remove(); this.modelRows.delete(id); }
+    }
+    let prev: Element | null = null;
+    for (const m of this.models) {
+      let row = this.modelRows.get(m.id);
+      if (!row) {
+        const id = m.id;
+        row = { li: h("li.model", { "data-model": id, on: { click: () => void this.select(id) } }), sig: "" };
+        this.modelRows.set(id, row);
+      }
+      const sig = JSON.stringify([m.status, modelVerification(m), m.size, m.message ?? m.path, m.stale]);
+      if (row.sig !== sig) {
+        row.sig = sig;
+        row.li.title = m.message ?? m.path;
+        replace(row.li,
+          h("div.model-name", null, m.id),
+          h("div.model-meta", null, modelChip(m), h("span.muted", null, fmtBytes(m.size))),
+        );
+      }
+      const active = m.id === this.selected;
+      if (row.li.classList.contains("active") !== active) row.li.classList.toggle("active", active);
+      const at: Element | null = prev ? prev.nextElementSibling : list.firstElementChild;
+      if (at !== row.li) list.insertBefore(row.li, at);
+      prev = row.li;
+    }
     const cur = this.models.find((m) => m.id === this.selected);
     if (cur) this.renderHead(cur);
   }
@@ -136,6 +185,7 @@ export class App {
 
   async select(id: string): Promise<void> {
     const token = ++this.loadToken;
+    if (id !== this.selected) this.resetScroll();
     this.selected = id;
     writeSelectedModel(id);
     this.renderModelList();
@@ -166,8 +216,18 @@ export class App {
     await Promise.all([this.loadConversion(token), this.loadHistory(token), this.resumeJob(token)]);
   }
 
+  /** A newly chosen model starts at the top of the page, not where the previous one was scrolled to. */
+  private resetScroll(): void {
+    window.scrollTo(0, 0);
+    this.main.scrollTop = 0;
+    document.scrollingElement?.scrollTo?.(0, 0);
+  }
+
   private renderHead(m: ModelInfo): void {
     const ins = this.inspection;
+    const sig = JSON.stringify([m.id, m.status, modelVerification(m), m.size, m.path, m.message, ins?.model?.nodes ?? null, !!ins]);
+    if (sig === this.headSig) return;
+    this.headSig = sig;
     const tp = ins?.training_paths;
     const paths = tp ? [tp.tf2_eager && "TF2 eager", tp.keras && "Keras", tp.tf1_session && "TF1 session"].filter(Boolean).join(", ") : "";
     const share = h("button.btn.small", {
@@ -183,7 +243,7 @@ export class App {
     replace(this.head,
       h("div.head-row", null,
         h("h1", null, m.id),
-        h("span.chip", { "data-status": m.status }, STATUS_TEXT[m.status] ?? m.status),
+        modelChip(m),
         h("span.grow"),
         share,
       ),
@@ -246,7 +306,7 @@ export class App {
     const model = this.models.find((m) => m.id === this.selected);
     const run = model?.runs?.[side] ?? `unfreeze/${this.selected}/${side}`;
     const href = graphsRunUrl(run);
-    return { href, open: () => openInTop(href, true) };
+    return { href, open: () => openGraphsRun(run) };
   }
 
   // ---- conversion ----
@@ -318,17 +378,47 @@ export class App {
     this.updateConvertButton();
     const bar = this.progress.querySelector(".bar") as HTMLElement;
     const text = this.progress.querySelector(".progress-text") as HTMLElement;
+    clearTimeout(this.stepTimer);
     if (!j) {
       this.progress.hidden = true;
+      this.stepTrail.hidden = true;
       return;
     }
     this.progress.hidden = false;
     this.progress.dataset.state = j.state;
     const frac = j.state === "done" ? 1 : Math.max(0, Math.min(1, j.progress?.fraction ?? 0));
     bar.style.width = `${Math.round(frac * 100)}%`;
-    const step = j.progress?.step ? ` · ${j.progress.step}` : "";
-    text.textContent = j.state === "done" ? "Done" : j.state === "failed" ? "Failed" : `${j.state === "queued" ? "Queued" : "Converting"} ${Math.round(frac * 100)}%${step}`;
+    // The sub-steps the conversion reports, each with how long it took (the current one: so far).
+    if (this.steps.job !== j.id) this.steps = { job: j.id, list: [] };
+    const list = this.steps.list;
+    const now = Date.now();
+    const step = j.progress?.step ?? "";
+    if (step && j.state === "running" && list[list.length - 1]?.step !== step) list.push({ step, at: now });
+    const running = j.state === "queued" || j.state === "running";
+    const current = list[list.length - 1];
+    const verification = j.state === "done" ? verificationStatus(j.result?.verification) ?? "not_verified" : null;
+    if (verification) this.progress.dataset.verification = verification;
+    else delete this.progress.dataset.verification;
+    if (j.state === "done") {
+      text.textContent = verification === "verified" ? "Done · verified" : `Done · ${verificationText(verification)}`;
+    } else if (j.state === "failed") {
+      text.textContent = "Failed";
+    } else {
+      text.textContent = `${j.state === "queued" ? "Queued" : "Converting"} ${Math.round(frac * 100)}%`
+        + (current ? ` · ${current.step} · ${fmtSeconds(now - current.at)}` : "");
+    }
+    this.stepTrail.hidden = list.length === 0;
+    replace(this.stepTrail, ...list.map((s, i) => {
+      const end = list[i + 1]?.at ?? (running ? now : (j.finished ? j.finished * 1000 : now));
+      const live = running && i === list.length - 1;
+      return h("li", { "data-step": s.step, class: live ? "live" : "" }, s.step, h("span.muted", null, ` ${fmtSeconds(Math.max(0, end - s.at))}`));
+    }));
+    if (running) this.stepTimer = window.setTimeout(() => this.showJob(), 1000);
     if (j.state === "failed") replace(this.convertMsg, h("span.err", null, j.error ?? "The conversion failed."));
-    else if (j.state === "done") replace(this.convertMsg, h("span.ok", null, `Converted at ${fmtTime(Date.now())}.`));
+    else if (j.state === "done") {
+      const msg = verification === "verified" ? h("span.ok", null, `Converted and verified at ${fmtTime(Date.now())}.`)
+        : h("span.warn", null, `Converted at ${fmtTime(Date.now())}, ${verificationText(verification)}: see Result.`);
+      replace(this.convertMsg, msg);
+    }
   }
 }

@@ -53,6 +53,44 @@ export function graphsRunUrl(run: string): string {
   return base + "#graphs&run=" + encodeURIComponent(run);
 }
 
+/**
+ * Shows `run` in TensorBoard's Graphs dashboard, in this window. TensorBoard 2.21 does not honour
+ * "#graphs&run=…" on its own (the dashboard's run picker keeps its first run), so once the dashboard has
+ * listed its runs, its run picker is set to this one. Without access to the top window: a new tab.
+ */
+export function openGraphsRun(run: string): void {
+  const top = topWindow();
+  const url = graphsRunUrl(run);
+  if (!top) {
+    window.open(url, "_blank", "noopener");
+    return;
+  }
+  top.location.hash = "#graphs&run=" + encodeURIComponent(run);
+  selectGraphsRun(top, run);
+}
+
+/** Sets the Graphs dashboard's run picker to `run` once it lists it (gives up after `timeoutMs`). */
+export function selectGraphsRun(top: Window, run: string, timeoutMs = 20000): void {
+  const until = Date.now() + timeoutMs;
+  const tick = (): void => {
+    try {
+      const dash = top.document.querySelector("tf-graph-dashboard") as (HTMLElement & { shadowRoot: ShadowRoot | null }) | null;
+      const controls = (dash?.shadowRoot ?? dash)?.querySelector?.("tf-graph-controls") as
+        (HTMLElement & { datasets?: Array<{ name: string }>; set?: (k: string, v: unknown) => void; _selectedRunIndex?: number }) | null;
+      const i = controls?.datasets?.findIndex((d) => d.name === run) ?? -1;
+      if (controls && i >= 0) {
+        if (controls._selectedRunIndex !== i) {
+          if (controls.set) controls.set("_selectedRunIndex", i);
+          else controls._selectedRunIndex = i;
+        }
+        return;
+      }
+    } catch { /* the dashboard is not there yet, or not reachable */ }
+    if (Date.now() < until) top.setTimeout(tick, 200);
+  };
+  top.setTimeout(tick, 200);
+}
+
 export function openInTop(url: string, newTab: boolean): void {
   const top = topWindow();
   if (newTab || !top) window.open(url, "_blank", "noopener");

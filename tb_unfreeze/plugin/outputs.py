@@ -40,12 +40,17 @@ def summarize(manifest: dict, model_id: str) -> dict:
     """The few numbers a listing or a history line shows about a finished conversion."""
     totals = manifest.get("totals") or {}
     verification = manifest.get("verification") or {}
+    summary = {k: v for k, v in verification.items() if not isinstance(v, (list, dict))}
+    gradients = verification.get("gradients")
+    if isinstance(gradients, dict):  # the tab tells "verified" from "verified with warnings" by these counts
+        summary["gradients_missing"] = len(gradients.get("missing") or [])
+        summary["gradient_errors"] = len(gradients.get("errors") or [])
     return {
         "variables": totals.get("variables"),
         "trainable_variables": totals.get("trainable_variables"),
         "parameters": totals.get("parameters"),
         "trainable_parameters": totals.get("trainable_parameters"),
-        "verification": {k: v for k, v in verification.items() if not isinstance(v, (list, dict))},
+        "verification": summary,
         "out_dir": manifest.get("out_dir"),
         "saved_model": manifest.get("saved_model"),
         "runs": {w: metadata.run_name(model_id, w) for w in (metadata.FROZEN_RUN, metadata.UNFROZEN_RUN)},

@@ -1,6 +1,7 @@
 // Every conversion of this model on this logdir, newest first, whoever ran it.
 import { h, fmtDiff, fmtInt, fmtTime } from "../dom";
 import type { HistoryEntry } from "../api";
+import { verificationStatus, verificationText } from "../status";
 
 function selectionText(e: HistoryEntry): string {
   const req = e.request ?? {};
@@ -15,10 +16,10 @@ function resultText(e: HistoryEntry): HTMLElement {
   if (e.error || e.ok === false) return h("span.err", null, e.error ?? "failed");
   const r = e.result ?? {};
   const ver = r.verification;
-  const verdict = ver?.performed === false ? "not verified" : ver?.passed === false ? "verification failed" : ver?.passed ? "verified" : "";
+  const status = verificationStatus(ver) ?? "not_verified";
   return h("span", null,
-    `${fmtInt(r.variables ?? null)} variables · ${fmtInt(r.trainable_parameters ?? null)} trainable params · max diff ${fmtDiff(ver?.max_abs_diff ?? null)}`,
-    verdict ? h(ver?.passed === false ? "span.chip.bad" : ver?.passed ? "span.chip.ok" : "span.chip", { style: "margin-left:6px" }, verdict) : null,
+    `${fmtInt(r.variables ?? null)} variables · ${fmtInt(r.trainable_parameters ?? null)} trainable params · max diff ${status === "not_verified" ? "—" : fmtDiff(ver?.max_abs_diff ?? null)}`,
+    h("span.chip.verification", { "data-status": status, style: "margin-left:6px" }, verificationText(status)),
   );
 }
 

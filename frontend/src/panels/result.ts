@@ -1,6 +1,7 @@
 // What a conversion produced, and how to fine-tune it.
 import { h, fmtInt, fmtDiff } from "../dom";
 import type { Inspection, JobResult, Manifest } from "../api";
+import { VerificationStatus, verificationStatus, verificationText } from "../status";
 
 export interface ResultFacts {
   variables: number | null;
@@ -13,6 +14,10 @@ export interface ResultFacts {
   savedModel: string | null;
   /** Why verification was not performed, when it was not. */
   notVerified: string | null;
+  /** verified / verified_with_warnings / not_verified / failed. */
+  status: VerificationStatus;
+  /** The verification's own note (why it could not be done, what was skipped). */
+  note: string | null;
 }
 
 function prod(shape: Array<number | null> | null | undefined): number {
@@ -55,6 +60,9 @@ export function resultFacts(manifest: Manifest | null, result: JobResult | null 
     savedModel,
     notVerified: ver.performed === false || r.verification?.performed === false
       ? String(ver.note ?? r.verification?.note ?? "verification was skipped") : null,
+    status: verificationStatus(manifest ? ver : r.verification) ?? verificationStatus(r.verification) ?? "not_verified",
+    note: typeof ver.note === "string" && ver.note ? ver.note
+      : typeof r.verification?.note === "string" && r.verification.note ? r.verification.note : null,
   };
 }
 
@@ -153,14 +161,22 @@ async function copyText(text: string, el: HTMLElement): Promise<boolean> {
 export function resultPanel(f: ResultFacts, ins: Inspection | null): HTMLElement {
   const grad = f.missingGradients;
   const gradText = grad == null ? "—" : grad.length === 0 ? "every trainable variable gets a gradient" : `no gradient for ${grad.length}: ${grad.slice(0, 5).join(", ")}${grad.length > 5 ? "…" : ""}`;
-  const verdict = f.notVerified ? h("span.chip", { title: f.notVerified }, "not verified") : f.passed == null ? null : f.passed ? h("span.chip.ok", null, "verified") : h("span.chip.bad", null, "verification failed");
-  return h("div.result", null,
+  const status = h("span.chip.verification", { "data-status": f.status }, verificationText(f.status));
+  const explain: Record<VerificationStatus, string> = {
+    verified: "The unfrozen model computes what the frozen graph did, and every trainable variable gets a gradient.",
+    verified_with_warnings: "The outputs match, but not every check passed (see the gradient check): train with care.",
+    not_verified: "Nothing was compared: the result may still be right, but nobody checked. "
+      + "Convert again with verification on, or check the outputs yourself before training.",
+    failed: "The unfrozen model does not compute what the frozen graph did: do not train it as it is.",
+  };
+  return h("div.result", { "data-status": f.status },
+    h("div.verdict", { "data-status": f.status }, status, h("span.verdict-text", null, explain[f.status]),
+      f.note && f.status !== "verified" ? h("div.verdict-note", null, f.note) : null),
     h("div.facts", null,
       fact("Variables created", fmtInt(f.variables), "variables"),
       fact("Trainable parameters", fmtInt(f.trainableParams), "trainable"),
-      fact("Max |frozen − unfrozen|", fmtDiff(f.maxDiff), "max-diff", verdict),
-      f.notVerified ? h("div.fact.wide", { "data-fact": "not-verified" }, h("div.fact-label", null, "Not verified"), h("div.fact-value.small", null, f.notVerified)) : null,
-      fact("Gradient check", gradText, "gradients", grad ? (grad.length ? h("span.chip.bad", null, "missing") : h("span.chip.ok", null, "ok")) : null),
+      fact("Max |frozen − unfrozen|", f.status === "not_verified" ? "not compared" : fmtDiff(f.maxDiff), "max-diff"),
+      fact("Gradient check", gradText, "gradients", grad ? (grad.length ? h("span.chip", { "data-status": "verified_with_warnings" }, "missing") : h("span.chip", { "data-status": "verified" }, "ok")) : null),
       f.trainingPath ? fact("Training path", f.trainingPath, "training-path") : null,
       fact("Output", f.savedModel ?? "—", "out-dir"),
     ),
