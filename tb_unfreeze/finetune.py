@@ -265,3 +265,182 @@ def _read_graph_def(path: str):
 def _save_finetuned(layer, out_dir: str) -> None:
     """The fine-tuned SavedModel plus the conversion's manifest, so `refreeze` finds the original names."""
     layer.save_weights_to_saved_model(out_dir, replace=True)
+
+
+# -- fine-tuning a converted model on several workers (python -m tb_unfreeze.finetune) ---------------------------
+
+
+def cluster_from_environment() -> dict:
+    """`TF_CONFIG` as a dict (`{}` when unset): `cluster` (task type -> host:port list) and `task` (type, index)."""
+    import json  # noqa: PLC0415
+
+    raw = os.environ.get("TF_CONFIG", "").strip()
+    if not raw:
+        return {}
+    try:
+        config = json.loads(raw)
+        workers = sum(len(v) for k, v in config.get("cluster", {}).items() if k in ("chief", "worker"))
+        task = config["task"]
+        task["type"], task["index"] = str(task["type"]), int(task["index"])
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise errors.UserError(f"TF_CONFIG is not a valid cluster description ({e}); see docs/finetuning.md.") from None
+    config["workers"] = workers
+    return config
+
+
+def is_chief(config: dict) -> bool:
+    """The task that writes results: `chief`, else worker 0 of a cluster without a chief, else the only process."""
+    task = config.get("task")
+    if not task:
+        return True
+    if task["type"] == "chief":
+        return True
+    return task["type"] == "worker" and task["index"] == 0 and "chief" not in config.get("cluster", {})
+
+
+def make_strategy(config: dict | None = None):
+    """`MultiWorkerMirroredStrategy` when `TF_CONFIG` describes a cluster, None (plain Keras) otherwise.
+
+    Call it before anything else runs TensorFlow ops: the strategy must configure the collective runtime first.
+    """
+    config = cluster_from_environment() if config is None else config
+    if not config:
+        return None
+    tf = import_tensorflow()
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def finetune_distributed(
+    saved_model_dir: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int = 1,
+    batch_size: int = 64,
+    steps_per_epoch: int | None = None,
+    learning_rate: float = 1e-3,
+    optimizer: str = "sgd",
+    strategy=None,
+    seed: int = demo.SEED,
+    out_dir: str | None = None,
+    chief: bool = True,
+):
+    """Fine-tune with a training loop of `strategy.run` steps, the same code on one process or on every worker.
+
+    `batch_size` is the global batch: each step takes the next `batch_size` examples (no shuffling; the last partial
+    batch is dropped), split between the replicas; each replica's loss is its share of the global mean
+    (`tf.nn.compute_average_loss`) and the optimizer sums the gradients over all replicas, so a step is the step
+    one process would take on the whole batch. Only the `chief` writes the fine-tuned SavedModel to `out_dir`.
+    Returns (model, layer, losses): the mean loss of each epoch.
+
+    Why not `model.fit`: Keras 3 (3.15) cannot `fit` under MultiWorkerMirroredStrategy with more than one worker:
+    it reduces the first batch with `strategy.reduce("MEAN", (x, y))` and the scalar logs with `axis=0`, which the
+    collective strategy rejects (tensorflow/tensorflow#72388). `fit` works under MirroredStrategy
+    (`finetune_model`).
+    """
+    import keras  # noqa: PLC0415
+
+    tf = import_tensorflow()
+    strategy = strategy or tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        raise errors.UserError(f"batch size {batch_size} is not a multiple of the {replicas} replicas in the cluster.")
+    if len(x) < batch_size:
+        raise errors.UserError(f"{len(x)} examples make no batch of {batch_size}.")
+    keras.utils.set_random_seed(seed)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size, drop_remainder=True)
+    if steps_per_epoch:
+        dataset = dataset.take(steps_per_epoch)
+    options = tf.data.Options()
+    # Each global batch is split between the workers (shard by data): every example is seen once per epoch.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    distributed = strategy.experimental_distribute_dataset(dataset.with_options(options))
+    with strategy.scope():
+        model, layer = build_model(saved_model_dir, x.shape[1:], learning_rate, optimizer)
+        opt = model.optimizer
+        weights = model.trainable_variables
+        opt.build(weights)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(reduction=None)
+
+    def replica_step(xb, yb):
+        with tf.GradientTape() as tape:
+            per_example = loss_fn(yb, model(xb, training=True))
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=batch_size)
+        opt.apply_gradients(zip(tape.gradient(loss, weights), weights))
+        return loss
+
+    @tf.function
+    def step(xb, yb):
+        return strategy.reduce("SUM", strategy.run(replica_step, args=(xb, yb)), axis=None)
+
+    losses = []
+    for _ in range(epochs):
+        total, steps = 0.0, 0
+        for xb, yb in distributed:
+            total += float(step(xb, yb))
+            steps += 1
+        losses.append(total / max(steps, 1))
+    if out_dir and chief:
+        _save_finetuned(layer, out_dir)
+    return model, layer, losses
+
+
+def layer_weights(layer) -> dict[str, np.ndarray]:
+    """The layer's weights by name (names are unique: they are the converted variables' names)."""
+    return {w.name: np.asarray(w.numpy()) for w in layer.weights}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Fine-tune a converted model on this machine, or as one worker of a cluster described by `TF_CONFIG`.
+
+    python -m tb_unfreeze.finetune out/model --data train.npz --epochs 2 --batch-size 64 -o out/finetuned
+    """
+    import argparse  # noqa: PLC0415
+    import json  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="python -m tb_unfreeze.finetune", description=main.__doc__.split("\n")[0])
+    parser.add_argument("saved_model", help="a tb-unfreeze output directory (or its saved_model/)")
+    parser.add_argument("--data", required=True, help=".npz with arrays x (inputs) and y (integer labels)")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--steps-per-epoch", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=64, help="global batch, split across all workers")
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    parser.add_argument("-o", "--output", help="fine-tuned SavedModel (written by the chief only)")
+    parser.add_argument("--weights-out", help="write this worker's final weights to this .npz (for comparisons)")
+    parser.add_argument("--no-cluster", action="store_true", help="ignore TF_CONFIG: train in this process alone")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        config = {} if args.no_cluster else cluster_from_environment()
+        strategy = make_strategy(config)  # first: before any TensorFlow op runs
+        with np.load(args.data) as data:
+            x, y = data["x"].astype(np.float32), data["y"]
+        started = time.perf_counter()
+        model, layer, losses = finetune_distributed(
+            args.saved_model, x, y, epochs=args.epochs, batch_size=args.batch_size,
+            steps_per_epoch=args.steps_per_epoch, learning_rate=args.learning_rate, optimizer=args.optimizer,
+            strategy=strategy, out_dir=args.output, chief=is_chief(config),
+        )
+    except errors.UserError as e:
+        print(f"tb_unfreeze.finetune: error: {e}", file=sys.stderr)
+        return 2
+    weights = layer_weights(layer)
+    if args.weights_out:
+        np.savez(args.weights_out, **weights)
+    report = {
+        "task": config.get("task"),
+        "chief": is_chief(config),
+        "replicas": strategy.num_replicas_in_sync if strategy is not None else 1,
+        "loss": losses,
+        "trainable": sorted(w.name for w in layer.trainable_weights),
+        "output": args.output if args.output and is_chief(config) else None,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
