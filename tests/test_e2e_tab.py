@@ -196,6 +196,15 @@ def test_unfreeze_tab_converts_and_shows_both_graphs(tensorboard, browser):
     pos = lambda side, nid: frame.locator(f'.gv-svg[data-side="{side}"] .node[data-id="{nid}"]').get_attribute("transform")
     assert pos("frozen", shared[0]) == pos("unfrozen", shared[0])
 
+    # Counts agree with the manifest: one node per variable on the unfrozen side, one const per variable on the
+    # frozen side.
+    manifest = _get_json(tensorboard + "/data/plugin/unfreeze/manifest?model=" + urllib.parse.quote(MODEL, safe=""))
+    assert manifest["totals"]["variables"] == chosen
+    for side in ("frozen", "unfrozen"):
+        expect(frame.locator(f'.gv-pane[data-side="{side}"] .gv-pane-stats')).to_have_attribute("data-converted", str(chosen))
+    expect(frame.locator('.gv-pane[data-side="unfrozen"] .gv-pane-stats')).to_contain_text(f"{chosen} variables")
+    assert not frame.locator('.gv-svg[data-side="unfrozen"] .node[data-id$="/Read/ReadVariableOp"]').count()
+
     # Selecting a node selects it in both panes and shows its details.
     frame.locator(f'.gv-svg[data-side="frozen"] .node[data-id="{shared[0]}"]').click()
     expect(frame.locator(".gv-svg .node.selected")).to_have_count(2)

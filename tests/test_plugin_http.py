@@ -10,11 +10,13 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 from tensorboard.backend import application
 from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
 from tensorboard.plugins import base_plugin
 from tensorboard.plugins.graph import graphs_plugin
+from tensorboard.util import tensor_util
 from werkzeug import test as werkzeug_test
 from werkzeug import wrappers
 
@@ -177,6 +179,21 @@ def test_frozen_graph_view_before_conversion(client):
     assert r.json["converted"] == [] and r.json["run"] == f"unfreeze/{REGRESSION}/frozen"
 
 
+def test_weights_of_a_frozen_constant(client, plugin):
+    r = client.get(f"{BASE}/weights?model={REGRESSION}&node=W")
+    assert r.status_code == 200, r.get_data(as_text=True)
+    stats = r.json
+    node = next(n for n in plugin.discovery.graph(plugin.discovery.get(REGRESSION)).graph_def.node if n.name == "W")
+    values = tensor_util.make_ndarray(node.attr["value"].tensor).ravel()  # TensorBoard's own decoder
+    assert stats["dtype"] == "float32" and stats["size"] == values.size and "variable" not in stats
+    assert np.isclose(stats["mean"], values.mean()) and np.isclose(stats["std"], values.std())
+    assert stats["min"] == float(values.min()) and stats["max"] == float(values.max())
+    assert len(stats["histogram"]["counts"]) + 1 == len(stats["histogram"]["edges"])
+    assert stats["first"] == [float(x) for x in values[:16]]
+    assert client.get(f"{BASE}/weights?model={REGRESSION}&node=W/read").status_code == 404  # no constant
+    assert client.get(f"{BASE}/weights?model={REGRESSION}").status_code == 400
+
+
 # -- conversion -----------------------------------------------------------------------------------------------
 
 
@@ -217,6 +234,23 @@ def test_convert_runs_in_background_and_records_everything(client, plugin, logdi
     assert ops["W"] == "VarHandleOp" and {"W", "b"} <= set(unfrozen["converted"])
     frozen = client.get(f"{BASE}/graph?model={REGRESSION}&which=frozen").json
     assert frozen["converted"] == ["W", "b"]
+
+    # One node per variable: the helpers tb_unfreeze writes per variable are folded into it, and the counts agree
+    # with the manifest on both sides.
+    assert unfrozen["converted"] == ["W", "b"] and unfrozen["variables"] == manifest["totals"]["variables"] == 2
+    assert not [n for n in ops if n.startswith(("W/", "b/")) and n.split("/", 1)[1].startswith(
+        ("Initializer/", "IsInitialized/", "Assign", "Read/"))], sorted(ops)
+    w = next(n for n in unfrozen["nodes"] if n["name"] == "W")
+    assert w["variable"]["trainable"] is True and "W/Read/ReadVariableOp" in w["variable"]["helpers"]
+    assert unfrozen["folded"] == 12
+    consumers = [n for n in unfrozen["nodes"] if "W" in n["inputs"]]
+    assert consumers, "the read of W is folded into W: its consumers name W"
+
+    # The weights of a variable are its frozen constant's (it starts equal): statistics and a histogram.
+    stats = client.get(f"{BASE}/weights?model={REGRESSION}&node=W").json
+    assert stats["source"] == "W" and stats["variable"] == "W" and stats["trainable"] is True
+    assert stats["size"] == int(np.prod(stats["shape"])) and sum(stats["histogram"]["counts"]) == stats["size"]
+    assert stats["min"] <= stats["mean"] <= stats["max"] and stats["std"] >= 0
 
 
 def test_second_conversion_of_the_same_model_is_refused_while_the_first_runs(client, plugin):

@@ -92,3 +92,31 @@ def test_history_of_all_models_comes_newest_first(tmp_path):
     os.makedirs(tmp_path / "unfreeze" / "a.pb" / "model" / "saved_model")
     assert [(r["model"], r["ok"]) for r in h.all()] == [("deep/b.pb", False), ("a.pb", True)]
     assert h.latest("a.pb")["ok"] is True and h.latest("nope.pb") is None
+
+
+def test_const_values_follow_tensorflows_encodings():
+    """Values in typed fields (fewer than elements repeat the last one), bfloat16 bits, no TensorFlow needed."""
+    import numpy as np
+    from tensorboard.compat.proto import node_def_pb2
+
+    from tb_unfreeze.plugin.graph_view import const_values, weight_stats
+
+    node = node_def_pb2.NodeDef(name="c", op="Const")
+    t = node.attr["value"].tensor
+    t.dtype = 1
+    t.tensor_shape.dim.add().size = 4
+    t.float_val.extend([1.5, 2.0])
+    assert const_values(node).tolist() == [1.5, 2.0, 2.0, 2.0]
+    b = node_def_pb2.NodeDef(name="b", op="Const")
+    tb = b.attr["value"].tensor
+    tb.dtype = 14  # bfloat16
+    tb.tensor_shape.dim.add().size = 2
+    tb.tensor_content = (np.asarray([1.0, -2.0], dtype=np.float32).view(np.uint32) >> 16).astype("<u2").tobytes()
+    assert const_values(b).tolist() == [1.0, -2.0]
+    from tensorboard.compat.proto import graph_pb2
+
+    g = graph_pb2.GraphDef()
+    g.node.add().CopyFrom(node)
+    stats = weight_stats(g, "c")
+    assert stats["shape"] == [4] and stats["min"] == 1.5 and stats["max"] == 2.0 and sum(stats["histogram"]["counts"]) == 4
+    assert weight_stats(g, "missing") is None

@@ -49,14 +49,63 @@ def _input_name(name: str) -> tuple[str, bool]:
     return (head if sep and port.isdigit() else name), control
 
 
-def compact(graph_def: graph_pb2.GraphDef, converted: Iterable[str] = (), added: Iterable[str] = ()) -> dict:
-    """{nodes: [{name, op, inputs, control_inputs?, dtype?, shape?, device?, converted?}], converted, added}."""
-    converted, added = set(converted), set(added)
+# The nodes tb_unfreeze writes per variable besides its VarHandleOp (tb_unfreeze/variable_nodes.py): shown folded
+# into the variable's one node, the way a person thinks of a variable.
+_BUNDLE_PREFIXES = ("/Initializer/", "/IsInitialized/")
+_BUNDLE_NAMES = ("/Assign", "/Read/ReadVariableOp")
+
+
+def bundle_owner(name: str, variables: set[str]) -> str | None:
+    """The variable whose helper node `name` is (initializer, is-initialized, assign, read), or None."""
+    for suffix in _BUNDLE_NAMES:
+        if name.endswith(suffix) and name[: -len(suffix)] in variables:
+            return name[: -len(suffix)]
+    for marker in _BUNDLE_PREFIXES:
+        at = name.find(marker)
+        while at > 0:
+            if name[:at] in variables:
+                return name[:at]
+            at = name.find(marker, at + 1)
+    return None
+
+
+def compact(
+    graph_def: graph_pb2.GraphDef,
+    converted: Iterable[str] = (),
+    added: Iterable[str] = (),
+    *,
+    changed: dict[str, str] | None = None,
+    variables: dict[str, dict] | None = None,
+) -> dict:
+    """{nodes: [{name, op, inputs, control_inputs?, dtype?, shape?, converted?, added?, changed?, variable?}],
+    converted, added, changed, variables, folded}.
+
+    `variables` (variable name → manifest entry) folds each variable's helper nodes into its one node: they are
+    left out, inputs naming them name the variable, and the variable's node lists them under `variable.helpers`.
+    `changed` (node → what changed) marks nodes both graphs have that the conversion altered without making them
+    variables (e.g. a `keep_prob` Placeholder given a default).
+    """
+    converted, added, changed = set(converted), set(added), dict(changed or {})
+    variables = variables or {}
+    var_names = set(variables)
+    owner: dict[str, str] = {}
+    if var_names:
+        for node in graph_def.node:
+            v = bundle_owner(node.name, var_names)
+            if v is not None and v != node.name:
+                owner[node.name] = v
+    helpers: dict[str, list[str]] = {}
     nodes = []
     for node in graph_def.node:
+        if node.name in owner:
+            helpers.setdefault(owner[node.name], []).append(node.name)
+            continue
         inputs, controls = [], []
         for raw in node.input:
             name, control = _input_name(raw)
+            name = owner.get(name, name)
+            if name == node.name:
+                continue
             target = controls if control else inputs
             if name not in target:
                 target.append(name)
@@ -74,42 +123,138 @@ def compact(graph_def: graph_pb2.GraphDef, converted: Iterable[str] = (), added:
             item["converted"] = True
         if node.name in added:
             item["added"] = True
+        if node.name in changed:
+            item["changed"] = changed[node.name]
         nodes.append(item)
-    names = {n.name for n in graph_def.node}
+    by_name = {n["name"]: n for n in nodes}
+    for name, entry in variables.items():
+        if name in by_name:
+            by_name[name]["variable"] = {
+                "source": entry.get("source"), "trainable": bool(entry.get("trainable")), "role": entry.get("role"),
+                "helpers": sorted(helpers.get(name, [])),
+            }
+    names = set(by_name)
     return {
         "nodes": nodes,
         "converted": sorted(converted & names),
         "added": sorted(added & names),
+        "changed": {k: v for k, v in sorted(changed.items()) if k in names},
+        "variables": len(var_names & names),
+        "folded": len(owner),
         "functions": len(graph_def.library.function),
     }
 
 
-def changes(frozen: graph_pb2.GraphDef, unfrozen: graph_pb2.GraphDef, manifest: dict | None) -> dict[str, set[str]]:
-    """Which nodes the conversion changed, on each side.
+def changes(frozen: graph_pb2.GraphDef, unfrozen: graph_pb2.GraphDef, manifest: dict | None) -> dict:
+    """What the conversion changed, on each side.
 
-    Frozen side: the constants that became variables and the nodes removed with them. Unfrozen side: the
-    variables and the nodes under their name scopes (handle, read, initializer). Other nodes that only exist in
-    the unfrozen graph (saving, restoring) are `added`.
+    `frozen`: the constants that became variables (one per variable, so its size is the manifest's count).
+    `unfrozen`: the variables. `changed_frozen` / `changed_unfrozen`: nodes both graphs have whose op changed
+    although they are no variable (a `keep_prob` Placeholder given a default), node → "Placeholder → …".
+    `removed`: other frozen nodes the conversion dropped. `added`: nodes only the unfrozen graph has that are no
+    variable helper (saving, restoring). `variables`: variable name → manifest entry.
     """
     frozen_ops = {n.name: n.op for n in frozen.node}
     unfrozen_ops = {n.name: n.op for n in unfrozen.node}
     manifest = manifest or {}
-    variables = manifest.get("variables") or []
-    sources = {_input_name(str(v.get("source", "")))[0] for v in variables}
-    var_names = {str(v.get("variable_name", "")) for v in variables} - {""}
-    removed = set(manifest.get("removed_nodes") or [])
-    frozen_changed = (sources | removed) & set(frozen_ops)
-    frozen_changed |= {n for n, op in frozen_ops.items() if n in unfrozen_ops and unfrozen_ops[n] != op}
-    if not variables:  # no manifest: fall back to the difference of the two graphs
-        frozen_changed |= set(frozen_ops) - set(unfrozen_ops)
-
-    def under_variable(name: str) -> bool:
-        parts = name.split("/")
-        return any("/".join(parts[:i]) in var_names for i in range(1, len(parts) + 1))
-
+    entries = [v for v in manifest.get("variables") or [] if v.get("variable_name")]
+    variables = {str(v["variable_name"]): v for v in entries if str(v["variable_name"]) in unfrozen_ops}
+    sources = {_input_name(str(v.get("source", "")))[0] for v in entries}
+    frozen_converted = sources & set(frozen_ops)
+    removed = (set(manifest.get("removed_nodes") or []) & set(frozen_ops)) - frozen_converted
+    if not entries:  # no manifest: fall back to the difference of the two graphs
+        variables = {n: {"variable_name": n, "source": n} for n, op in unfrozen_ops.items()
+                     if op in ("VarHandleOp", "VariableV2")}
+        frozen_converted = {n for n in variables if n in frozen_ops}
+    var_names = set(variables)
+    both = set(frozen_ops) & set(unfrozen_ops)
+    changed = {n: f"{frozen_ops[n]} → {unfrozen_ops[n]}" for n in both
+               if frozen_ops[n] != unfrozen_ops[n] and n not in var_names and n not in frozen_converted}
     new = set(unfrozen_ops) - set(frozen_ops)
-    unfrozen_changed = {n for n in new if under_variable(n)}
-    unfrozen_changed |= {n for n, op in unfrozen_ops.items() if n in frozen_ops and frozen_ops[n] != op}
-    if not var_names:
-        unfrozen_changed |= {n for n in new if unfrozen_ops[n] in ("VarHandleOp", "VariableV2", "ReadVariableOp")}
-    return {"frozen": frozen_changed, "unfrozen": unfrozen_changed, "added": new - unfrozen_changed}
+    added = {n for n in new if n not in var_names and bundle_owner(n, var_names) is None}
+    return {
+        "frozen": frozen_converted, "unfrozen": var_names & set(unfrozen_ops), "changed_frozen": changed,
+        "changed_unfrozen": changed, "removed": removed, "added": added, "variables": variables,
+    }
+
+
+# DataType enum → numpy dtype name, for the constants whose values the node panel summarizes. bfloat16 has no numpy
+# type: its bits are widened to float32 by hand.
+_NUMPY = {1: "float32", 2: "float64", 3: "int32", 4: "uint8", 5: "int16", 6: "int8", 9: "int64", 10: "bool",
+          11: "int8", 12: "uint8", 13: "int32", 15: "int16", 16: "uint16", 17: "uint16", 19: "float16",
+          22: "uint32", 23: "uint64"}
+_VALUE_FIELD = {1: "float_val", 2: "double_val", 9: "int64_val", 10: "bool_val", 19: "half_val", 14: "half_val",
+                22: "uint32_val", 23: "uint64_val"}
+HISTOGRAM_BINS = 40
+PREVIEW_VALUES = 16
+
+
+def const_values(node):
+    """The value of a Const node as a flat numpy array (no TensorFlow), or None if it is no numeric Const."""
+    import numpy as np  # noqa: PLC0415 (numpy is a TensorBoard dependency; only this route needs it)
+
+    if node.op != "Const" or "value" not in node.attr or not node.attr["value"].HasField("tensor"):
+        return None
+    tensor = node.attr["value"].tensor
+    dims = [d.size for d in tensor.tensor_shape.dim]
+    count = int(np.prod(dims)) if dims else 1
+    if tensor.dtype == 14:  # bfloat16: the upper half of a float32
+        if tensor.tensor_content:
+            bits = np.frombuffer(tensor.tensor_content, dtype="<u2")
+        else:
+            bits = np.asarray(tensor.half_val, dtype=np.uint16)
+        values = (bits.astype(np.uint32) << 16).view(np.float32)
+    else:
+        dtype = _NUMPY.get(tensor.dtype)
+        if dtype is None:
+            return None
+        if tensor.tensor_content:
+            values = np.frombuffer(tensor.tensor_content, dtype=np.dtype(dtype).newbyteorder("<"))
+        else:
+            field = _VALUE_FIELD.get(tensor.dtype, "int_val")
+            raw = getattr(tensor, field)
+            if tensor.dtype == 19:
+                values = np.asarray(raw, dtype=np.uint16).view(np.float16)
+            else:
+                values = np.asarray(raw, dtype=dtype)
+    if values.size == count:
+        return values
+    if values.size == 0 or values.size > count:
+        return np.zeros(count, dtype=values.dtype) if values.size == 0 else None
+    # Fewer values than elements: TensorFlow repeats the last one.
+    return np.concatenate([values, np.full(count - values.size, values[-1], dtype=values.dtype)])
+
+
+def weight_stats(graph_def: graph_pb2.GraphDef, name: str) -> dict | None:
+    """Shape, dtype, min/max/mean/std, a histogram and the first values of Const `name`; None if it is none."""
+    import numpy as np  # noqa: PLC0415
+
+    node = next((n for n in graph_def.node if n.name == name), None)
+    if node is None:
+        return None
+    values = const_values(node)
+    if values is None:
+        return None
+    tensor = node.attr["value"].tensor
+    out: dict = {
+        "name": name,
+        "dtype": dtype_name(tensor.dtype),
+        "shape": [d.size for d in tensor.tensor_shape.dim],
+        "size": int(values.size),
+    }
+    data = values.astype(np.float64) if values.dtype != np.float64 else values
+    finite = data[np.isfinite(data)]
+    out["nonfinite"] = int(data.size - finite.size)
+    out["zeros"] = int(np.count_nonzero(data == 0))
+    if finite.size:
+        lo, hi = float(finite.min()), float(finite.max())
+        out.update(min=lo, max=hi, mean=float(finite.mean()), std=float(finite.std()))
+        if hi > lo:
+            counts, edges = np.histogram(finite, bins=HISTOGRAM_BINS, range=(lo, hi))
+        else:
+            counts, edges = np.asarray([finite.size]), np.asarray([lo, hi])
+        out["histogram"] = {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
+    else:
+        out.update(min=None, max=None, mean=None, std=None, histogram=None)
+    out["first"] = [float(x) if np.isfinite(x) else None for x in data[:PREVIEW_VALUES]]
+    return out

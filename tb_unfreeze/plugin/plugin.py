@@ -101,6 +101,7 @@ class UnfreezePlugin(base_plugin.TBPlugin):
         self._static_dir = static_dir
         self._graph_cache: collections.OrderedDict[tuple, dict] = collections.OrderedDict()
         self._graph_lock = threading.Lock()
+        self._weights_cache: collections.OrderedDict[tuple, dict] = collections.OrderedDict()
         self._stop = threading.Event()
         if index_interval:
             indexer = threading.Thread(target=self._index_loop, args=(index_interval,), name="unfreeze-index")
@@ -137,6 +138,7 @@ class UnfreezePlugin(base_plugin.TBPlugin):
             "/history": self.history_route,
             "/graph": self.graph_route,
             "/manifest": self.manifest_route,
+            "/weights": self.weights_route,
         }
 
     def is_active(self) -> bool:
@@ -274,14 +276,52 @@ class UnfreezePlugin(base_plugin.TBPlugin):
                 unfrozen.ParseFromString(f.read())
         changes = graph_view.changes(frozen, unfrozen, self.outputs.manifest(model.id)) if unfrozen else None
         if which == metadata.FROZEN_RUN:
-            result = graph_view.compact(frozen, changes["frozen"] if changes else ())
+            result = graph_view.compact(
+                frozen, changes["frozen"] if changes else (), changed=changes["changed_frozen"] if changes else None
+            )
         else:
-            result = graph_view.compact(unfrozen, changes["unfrozen"], changes["added"])
+            result = graph_view.compact(
+                unfrozen, changes["unfrozen"], changes["added"], changed=changes["changed_unfrozen"],
+                variables=changes["variables"],
+            )
         result.update(model=model.id, which=which, run=metadata.run_name(model.id, which))
         with self._graph_lock:
             self._graph_cache[key] = result
             while len(self._graph_cache) > 6:
                 self._graph_cache.popitem(last=False)
+        return result
+
+    def weights_impl(self, model_id: str, node: str) -> dict:
+        """Statistics of one weight: the frozen graph's Const `node`, or the Const a variable `node` was made from
+        (a variable starts equal to its constant). Plain numpy on the parsed GraphDef: no TensorFlow."""
+        if not node or len(node) > 4096 or "\x00" in node:
+            raise errors.InvalidArgumentError("pass 'node', the name of a constant or a variable.")
+        model = self.discovery.get(model_id)
+        parsed = self.discovery.parsed(model)
+        if parsed.error is not None:
+            raise _user_error(parsed.error, parsed.http_code)
+        manifest = self.outputs.manifest(model.id) or {}
+        variable = next((v for v in manifest.get("variables") or [] if v.get("variable_name") == node), None)
+        source = graph_view._input_name(str(variable["source"]))[0] if variable else node
+        key = (model.key, "weights", source)
+        with self._graph_lock:
+            if key in self._weights_cache:
+                stats = self._weights_cache[key]
+                self._weights_cache.move_to_end(key)
+            else:
+                stats = None
+        if stats is None:
+            stats = graph_view.weight_stats(self.discovery.graph(model).graph_def, source)
+            if stats is None:
+                raise errors.NotFoundError(f"{model_id} has no constant {source[:200]!r} with a numeric value.")
+            with self._graph_lock:
+                self._weights_cache[key] = stats
+                while len(self._weights_cache) > 256:
+                    self._weights_cache.popitem(last=False)
+        result = dict(stats, source=source)
+        if variable is not None:
+            result.update(variable=node, trainable=bool(variable.get("trainable")), role=variable.get("role"),
+                          note="the variable's initial value: the frozen constant it was made from")
         return result
 
     def static_impl(self, relpath: str) -> tuple[bytes, str]:
@@ -342,6 +382,10 @@ class UnfreezePlugin(base_plugin.TBPlugin):
     @_route("GET")
     def manifest_route(self, request: wrappers.Request) -> wrappers.Response:
         return _json(request, self.manifest_impl(validation.arg(request, "model")))
+
+    @_route("GET")
+    def weights_route(self, request: wrappers.Request) -> wrappers.Response:
+        return _json(request, self.weights_impl(validation.arg(request, "model"), validation.arg(request, "node")))
 
 
 def _user_error(message: str, http_code: int) -> errors.PublicError:

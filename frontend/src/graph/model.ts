@@ -9,11 +9,22 @@ export interface GraphNode {
   dtype?: string;
   shape?: number[] | null;
   converted?: boolean;
+  /** Both graphs have the node, but the conversion altered it without making it a variable ("Placeholder → …"). */
+  changed?: string;
+  /** Only in the unfrozen graph, and no variable (saving, restoring). */
+  added?: boolean;
+  /** A variable of the unfrozen graph, its helper nodes (handle, initializer, assign, read) folded into it. */
+  variable?: { source?: string; trainable?: boolean; role?: string; helpers?: string[] };
 }
 
 export interface GraphData {
   nodes: GraphNode[];
   converted: string[];
+  changed?: Record<string, string>;
+  /** Unfrozen side: the number of variables (one node each). */
+  variables?: number;
+  /** Unfrozen side: helper nodes folded into their variable's node. */
+  folded?: number;
 }
 
 export type Side = "frozen" | "unfrozen";
@@ -83,6 +94,10 @@ export class UnionGraph {
   readonly nodes = new Map<string, UnionNode>();
   readonly scopes = new Map<string, Scope>();
   readonly converted: Record<Side, Set<string>> = { frozen: new Set(), unfrozen: new Set() };
+  /** Nodes the conversion altered without making them variables (e.g. a keep_prob placeholder), per side. */
+  readonly changed: Record<Side, Map<string, string>> = { frozen: new Map(), unfrozen: new Map() };
+  /** Helper nodes folded into variables, per side. */
+  readonly folded: Record<Side, number> = { frozen: 0, unfrozen: 0 };
   /** Distinct [src, dst] node-name pairs per side. */
   readonly edges: Record<Side, Array<[string, string]>> = { frozen: [], unfrozen: [] };
   readonly hasSide: Record<Side, boolean> = { frozen: false, unfrozen: false };
@@ -142,6 +157,9 @@ export class UnionGraph {
     const converted = this.converted[side];
     for (const name of data.converted ?? []) converted.add(name);
     for (const n of data.nodes) if (n.converted) converted.add(n.name);
+    for (const [name, what] of Object.entries(data.changed ?? {})) if (!converted.has(name)) this.changed[side].set(name, what);
+    for (const n of data.nodes) if (n.changed && !converted.has(n.name)) this.changed[side].set(n.name, n.changed);
+    this.folded[side] = data.folded ?? 0;
     for (const n of data.nodes) {
       const u = this.nodes.get(n.name)!;
       u[side] = n;

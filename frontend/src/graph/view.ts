@@ -23,6 +23,9 @@ interface Transform { x: number; y: number; k: number }
 
 const TITLES: Record<Side, string> = { frozen: "Frozen", unfrozen: "Unfrozen" };
 const CONVERTED_TAG: Record<Side, string> = { frozen: "const", unfrozen: "var" };
+/** How a number of converted nodes reads on each side: consts that became variables, and the variables. */
+const convertedText = (side: Side, n: number): string =>
+  side === "frozen" ? `${n.toLocaleString("en-US")} const${n === 1 ? "" : "s"} converted` : `${n.toLocaleString("en-US")} variable${n === 1 ? "" : "s"}`;
 
 export class SideBySide {
   readonly el: HTMLElement;
@@ -144,7 +147,7 @@ export class SideBySide {
       const cg = s("g", { class: "cluster" + (conv ? " has-converted" : ""), "data-scope": path });
       cg.appendChild(s("rect", { x: b.x, y: b.y, width: b.w, height: b.h, rx: 6 }));
       const title = s("text", { x: b.x + 8, y: b.y + 15, class: "cluster-title" });
-      title.textContent = "▾ " + tail(path, parentOf(path)) + (conv ? `  (${conv} ${CONVERTED_TAG[side]})` : "");
+      title.textContent = "▾ " + tail(path, parentOf(path)) + (conv ? `  (${convertedText(side, conv)})` : "");
       cg.appendChild(title);
       parts.push(cg);
     }
@@ -164,7 +167,8 @@ export class SideBySide {
       if (conv) converted += conv;
       const other: Side = side === "frozen" ? "unfrozen" : "frozen";
       const added = g.hasSide[other] && !g.present(u, other);
-      const cls = ["node", u.kind === "scope" ? "scope" : "op", conv ? "converted" : "", added ? "added" : ""].join(" ");
+      const changed = u.kind === "node" && !conv && g.changed[side].has(u.name);
+      const cls = ["node", u.kind === "scope" ? "scope" : "op", conv ? "converted" : "", changed ? "changed" : "", added ? "added" : ""].join(" ");
       const ng = s("g", { class: cls, "data-id": u.id, transform: `translate(${b.x},${b.y})` });
       ng.appendChild(s("rect", { width: b.w, height: b.h, rx: u.kind === "scope" ? 6 : 4 }));
       const label = s("text", { x: 6, y: u.kind === "scope" ? 15 : 17, class: "label" });
@@ -173,14 +177,14 @@ export class SideBySide {
       if (u.kind === "scope") {
         const sub = s("text", { x: 6, y: 31, class: "sub" });
         const scope = g.scopes.get(u.name)!;
-        sub.textContent = `${scope.count[side]} nodes` + (conv ? ` · ${conv} ${CONVERTED_TAG[side]}` : "");
+        sub.textContent = `${scope.count[side].toLocaleString("en-US")} nodes` + (conv ? ` · ${convertedText(side, conv)}` : "");
         ng.appendChild(sub);
         ng.appendChild(s("text", { x: b.w - 14, y: 15, class: "expander" })).textContent = "+";
       } else {
         const op = this.graph.nodes.get(u.name)?.[side]?.op ?? "";
-        if (conv) {
+        if (conv || changed) {
           const tag = s("text", { x: b.w - 5, y: 17, class: "tag", "text-anchor": "end" });
-          tag.textContent = CONVERTED_TAG[side];
+          tag.textContent = conv ? CONVERTED_TAG[side] : "changed";
           ng.appendChild(tag);
         } else if (op && op.length <= 12 && op !== label.textContent) {
           const tag = s("text", { x: b.w - 5, y: 17, class: "op", "text-anchor": "end" });
@@ -195,7 +199,14 @@ export class SideBySide {
     const { svg } = this.panes[side];
     svg.setAttribute("width", String(Math.ceil(L.width)));
     svg.setAttribute("height", String(Math.ceil(L.height)));
-    stats.textContent = `${g.scopes.get("")!.count[side].toLocaleString("en-US")} nodes · ${g.converted[side].size} converted`;
+    const nodes = g.scopes.get("")!.count[side];
+    const conv = g.converted[side].size;
+    stats.dataset.nodes = String(nodes);
+    stats.dataset.converted = String(conv);
+    stats.textContent = `${nodes.toLocaleString("en-US")} nodes · ${convertedText(side, conv)}`;
+    stats.title = side === "unfrozen"
+      ? `One node per variable: its ${g.folded.unfrozen.toLocaleString("en-US")} helper nodes (handle initializer, assign, read…) are folded into it.`
+      : "Constants that became variables.";
     this.applyTransform();
   }
 
@@ -429,8 +440,8 @@ export class SideBySide {
       h("div.gv-d-title", null, "Scope"),
       h("div.gv-d-name", null, unit.name),
       h("table.kv", null,
-        row("Frozen", `${scope.count.frozen} nodes, ${scope.converted.frozen} converted const`),
-        row("Unfrozen", this.graph.hasSide.unfrozen ? `${scope.count.unfrozen} nodes, ${scope.converted.unfrozen} variables` : "—"),
+        row("Frozen", `${scope.count.frozen.toLocaleString("en-US")} nodes, ${convertedText("frozen", scope.converted.frozen)}`),
+        row("Unfrozen", this.graph.hasSide.unfrozen ? `${scope.count.unfrozen.toLocaleString("en-US")} nodes, ${convertedText("unfrozen", scope.converted.unfrozen)}` : "—"),
       ),
       h("button.btn.small", { on: { click: () => this.expand(unit.name) } }, "Open scope"),
     );
@@ -449,8 +460,16 @@ export class SideBySide {
     const any = n.frozen ?? n.unfrozen;
     if (any?.dtype) rows.push(row("dtype", any.dtype));
     if (any?.shape !== undefined) rows.push(row("shape", fmtShape(any.shape)));
-    if (this.graph.converted.frozen.has(unit.name)) rows.push(row("Converted", variable ? `const → variable ${variable}` : "const → variable"));
-    else if (this.graph.converted.unfrozen.has(unit.name)) rows.push(row("Converted", "part of a new variable"));
+    const v = n.unfrozen?.variable;
+    if (this.graph.converted.frozen.has(unit.name) || this.graph.converted.unfrozen.has(unit.name)) {
+      const name = variable ?? (v ? unit.name : null);
+      rows.push(row("Converted", `const → variable${name ? " " + name : ""}` + (v ? (v.trainable ? ", trainable" : ", not trainable") : "")));
+      if (v?.role) rows.push(row("Role", v.role));
+      if (v?.helpers?.length) rows.push(row("Folded", `${v.helpers.length} helper nodes: ${v.helpers.map((x) => x.slice(unit.name.length + 1)).join(", ")}`));
+    } else {
+      const what = this.graph.changed.unfrozen.get(unit.name) ?? this.graph.changed.frozen.get(unit.name);
+      if (what) rows.push(row("Changed", `${what} (not a variable)`));
+    }
     const inputs = (n.unfrozen ?? n.frozen)?.inputs ?? [];
     return h("div", null,
       h("div.gv-d-title", null, sides.length === 2 ? "Node (both graphs)" : `Node (${TITLES[sides[0]]} only)`),
