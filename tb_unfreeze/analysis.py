@@ -7,10 +7,12 @@ import dataclasses
 import re
 import sys
 
+from tb_unfreeze import control_flow as CF
 from tb_unfreeze import roles as R
-from tb_unfreeze.candidates import Candidate, find_candidates, upstream_of_loops
+from tb_unfreeze.candidates import Candidate, find_candidates
 from tb_unfreeze.graph_index import FLOAT_DTYPES, GraphIndex, attr_dtype, dtype_name, shape_attr, split_input
 from tb_unfreeze.loading import FrozenGraph, load_graph
+from tb_unfreeze.pipeline import cut_input_pipeline
 
 SCHEMA = "tb_unfreeze.inspect/1"
 _KEEP_PROB = re.compile(r"keep_prob|dropout", re.I)
@@ -22,8 +24,10 @@ class GraphInput:
     name: str
     dtype: str
     shape: list[int] | None  # None: unknown rank
-    kind: str  # "data", "dropout_keep_prob", "learning_phase", "unused"
-    default: float | bool | None = None  # the value used when the caller does not feed it
+    # "data" (fed), "dropout_keep_prob" / "learning_phase" (knobs with a constant default), "optional" (a
+    # PlaceholderWithDefault whose default the graph computes: left unfed, an override), "unused"
+    kind: str
+    default: float | bool | None = None  # the value used when the caller does not feed a knob
 
     @property
     def tensor(self) -> str:
@@ -37,14 +41,20 @@ class GraphInput:
 class GraphOutput:
     name: str
     op: str
-    kind: str = "sink"  # "sink", or "differentiable" for the float tensor behind a thresholded/cast sink
+    # "sink", or "differentiable": the float tensor a model is trained on behind a sink that has no gradient
+    # (a threshold, a cast, a CTC decoder, or a while loop whose gradient cannot be rebuilt)
+    kind: str = "sink"
+    output: int = 0
+    trains: bool = True  # whether training losses can be taken on it (gradients flow back from it)
+    note: str = ""
 
     @property
     def tensor(self) -> str:
-        return self.name + ":0"
+        return f"{self.name}:{self.output}"
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "op": self.op, "tensor": self.tensor, "kind": self.kind}
+        return {"name": self.name, "op": self.op, "tensor": self.tensor, "kind": self.kind, "trains": self.trains,
+                "note": self.note}
 
 
 @dataclasses.dataclass
@@ -56,22 +66,32 @@ class Inspection:
     candidates: list[Candidate]
     inputs: list[GraphInput]
     outputs: list[GraphOutput]
-    control_flow: str  # "none", "lowered_v1", "functional"
+    control_flow: str  # "none", "lowered_v1", "lowered_v1_cond", "functional"
     op_counts: dict[str, int]
     unregistered_ops: list[str] | None  # None when TensorFlow was not loaded to check
+    loops: list[CF.Loop] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)  # what was done to the graph to make it usable
+
+    @property
+    def loop_problems(self) -> list[str]:
+        return CF.unsupported_loops(self.loops)
 
     @property
     def training_paths(self) -> dict:
         if self.control_flow == "lowered_v1":
-            return {
-                "tf2_eager": False,
-                "keras": False,
-                "tf1_session": True,
-                "note": "this graph has lowered TF1 while loops (Enter/Exit/NextIteration), which TensorFlow cannot "
-                "differentiate after import: train it in a tf.compat.v1 Session (tf.compat.v1.gradients) with the "
-                "variables upstream of the loops kept non-trainable (the default); for TF2 (GradientTape, Keras "
-                "fit) or to train the loop's own weights, re-freeze the source with lower_control_flow=False",
-            }
+            note = (
+                f"{len(self.loops)} lowered while loop(s): their contexts are rebuilt, so every variable, the "
+                "loops' own weights included, trains; TF2 (GradientTape, Keras fit) uses saved_model/, whose "
+                "gradient is TensorFlow's TF1 gradient graph; TF1 Session training uses saved_model_tf1/ and needs "
+                "TF1 control flow (tf.compat.v1.disable_control_flow_v2() or disable_v2_behavior()) before "
+                "building gradients"
+            )
+            problems = self.loop_problems
+            if problems:
+                note += ("; no gradient flows back through " + "; ".join(problems) +
+                         ": train on the outputs marked differentiable (the tensors entering those loops)")
+            return {"tf2_eager": True, "keras": True, "tf1_session": True, "note": note,
+                    "tf1_control_flow_v1": True}
         return {"tf2_eager": True, "keras": True, "tf1_session": True, "note": ""}
 
     def candidate(self, name: str) -> Candidate | None:
@@ -92,6 +112,8 @@ class Inspection:
             "inputs": [i.to_dict() for i in self.inputs],
             "outputs": [o.to_dict() for o in self.outputs],
             "control_flow": self.control_flow,
+            "loops": [{"frame": lp.frame, "loop_variables": len(lp.switches)} for lp in self.loops],
+            "notes": self.notes,
             "training_paths": self.training_paths,
             "unregistered_ops": self.unregistered_ops,
             "op_counts": self.op_counts,
@@ -167,8 +189,7 @@ def find_inputs(index: GraphIndex) -> list[GraphInput]:
         if not used:
             kind = "unused"
         elif node.op == "PlaceholderWithDefault":
-            kind = "learning_phase" if dtype_name(dtype) == "bool" else "data"
-            default = False if kind == "learning_phase" else None
+            kind, default = _with_default(index, node, dtype, shape)
         elif dtype in FLOAT_DTYPES and (shape is None or shape == []) and (
             _KEEP_PROB.search(node.name) or _feeds_random_branch(index, node.name)
         ):
@@ -177,6 +198,42 @@ def find_inputs(index: GraphIndex) -> list[GraphInput]:
             kind, default = "learning_phase", False
         inputs.append(GraphInput(node.name, dtype_name(dtype), shape, kind, default))
     return inputs
+
+
+def _scalar_const_value(node):
+    """The value of a scalar bool/float Const, or None."""
+    if node is None or node.op != "Const":
+        return None
+    tensor = node.attr["value"].tensor
+    if [d.size for d in tensor.tensor_shape.dim] not in ([], [1]):
+        return None
+    if tensor.bool_val:
+        return bool(tensor.bool_val[0])
+    if tensor.float_val:
+        return float(tensor.float_val[0])
+    if tensor.double_val:
+        return float(tensor.double_val[0])
+    if tensor.tensor_content and tensor.dtype in FLOAT_DTYPES | {10}:
+        import struct  # noqa: PLC0415
+
+        fmt = {1: "<f", 2: "<d", 10: "<?"}.get(tensor.dtype)
+        return struct.unpack(fmt, tensor.tensor_content[: struct.calcsize(fmt)])[0] if fmt else None
+    return None
+
+
+def _with_default(index: GraphIndex, node, dtype, shape) -> tuple[str, float | bool | None]:
+    """A PlaceholderWithDefault is a knob when its default is a constant (learning phase, keep_prob) and an
+    optional override when the graph computes it (retrain.py's bottleneck input: feeding it would cut the base
+    network off, so it is left unfed)."""
+    source = _through_identities(index, index.producer(node, 0))
+    value = _scalar_const_value(source)
+    if value is None:
+        return "optional", None
+    if dtype_name(dtype) == "bool":
+        return "learning_phase", bool(value)
+    if dtype in FLOAT_DTYPES and (_KEEP_PROB.search(node.name) or _feeds_random_branch(index, node.name)):
+        return "dropout_keep_prob", float(value)
+    return "optional", None
 
 
 def find_outputs(index: GraphIndex) -> list[GraphOutput]:
@@ -204,15 +261,107 @@ def find_outputs(index: GraphIndex) -> list[GraphOutput]:
     return outputs
 
 
+def input_dependent(index: GraphIndex) -> set[str]:
+    """Nodes whose value depends on a graph input."""
+    depends: set[str] = set()
+    frontier = [n.name for n in index.graph_def.node if n.op in R.INPUT_OPS]
+    depends.update(frontier)
+    while frontier:
+        name = frontier.pop()
+        for use in index.consumers(name):
+            if use.node.name not in depends:
+                depends.add(use.node.name)
+                frontier.append(use.node.name)
+    return depends
+
+
+def _loop_entries(index: GraphIndex, loop: CF.Loop, depends: set[str]) -> list[tuple[str, int]]:
+    """The float tensors a loop reads from outside (Enter inputs, TensorArray scatter/write values) that depend on
+    an input: what a model is trained on when the loop itself cannot be differentiated."""
+    found = []
+    for name in loop.nodes:
+        node = index.nodes.get(name)
+        if node is None or node.op not in CF.ENTER_OPS or not node.input:
+            continue
+        producer_name, output, _ = split_input(node.input[0])
+        producer = index.nodes.get(producer_name)
+        candidates = []
+        if producer is not None and producer.op == "TensorArrayV3":
+            continue  # the array itself (handle, flow): its values come in through a scatter or write
+        if producer is not None and producer.op.startswith("TensorArray"):
+            if len(producer.input) > 2 and producer.attr["T"].type in FLOAT_DTYPES:
+                candidates.append(split_input(producer.input[2])[:2])
+        elif node.attr["T"].type in FLOAT_DTYPES:
+            candidates.append((producer_name, output))
+        for cand, out in candidates:
+            if cand in depends and (cand, out) not in found:
+                found.append((cand, out))
+    return found
+
+
+def _mark_loop_outputs(index: GraphIndex, outputs: list[GraphOutput], loops: list[CF.Loop]) -> list[GraphOutput]:
+    """Outputs computed through a loop whose gradient cannot be rebuilt do not train; the float tensors that enter
+    such a loop are added as the outputs to train on."""
+    bad = [(lp, msg) for lp in loops for msg in CF.unsupported_loops([lp])]
+    if not bad:
+        return outputs
+    frames, _ = CF.node_frames(index.graph_def)
+    depends = input_dependent(index)
+    result = list(outputs)
+    for loop, message in bad:
+        members = set(loop.nodes)
+        downstream: set[str] = set()
+        frontier = [n for n in loop.nodes if index.nodes.get(n) is not None and index.nodes[n].op in CF.EXIT_OPS]
+        while frontier:
+            name = frontier.pop()
+            for use in index.consumers(name):
+                if use.node.name not in downstream:
+                    downstream.add(use.node.name)
+                    frontier.append(use.node.name)
+        for out in result:
+            if out.name in downstream or out.name in members:
+                out.trains = False
+                out.note = f"computed through {message}, whose gradient cannot be rebuilt"
+        taken = {o.tensor for o in result}
+        for name, k in _loop_entries(index, loop, depends):
+            node = index.nodes[name]
+            out = GraphOutput(name, node.op, kind="differentiable", output=k,
+                              note=f"enters the while loop '{loop.frame}' ({message.split(' contains ')[-1]})")
+            if out.tensor not in taken and frames.get(name, "") == "":
+                result.append(out)
+                taken.add(out.tensor)
+    return result
+
+
 # Ops whose output carries no gradient (class ids, masks): a model ending in one is trained on what feeds it.
 NON_DIFFERENTIABLE = frozenset(
     {"Cast", "Greater", "GreaterEqual", "Less", "LessEqual", "Equal", "NotEqual", "ArgMax", "ArgMin", "Round",
      "Sign", "Floor", "Ceil"}
 )
+# Decoders: their integer results carry no gradient; the float input (slot 0) is what the model is trained on.
+DECODERS = frozenset({"CTCGreedyDecoder", "CTCBeamSearchDecoder", "TopKV2", "NonMaxSuppressionV3",
+                      "NonMaxSuppressionV4", "NonMaxSuppressionV5"})
+# Ops between a decoder and the sink a caller fetches (densifying, reshaping).
+_DECODER_PLUMBING = frozenset({"SparseToDense", "SparseTensorDenseAdd", "Identity", "Reshape", "Cast", "Squeeze",
+                               "ExpandDims", "Transpose"})
 
 
 def _differentiable_source(index: GraphIndex, node):
-    """For a sink like Cast(Greater(sigmoid, 0.5)), the sigmoid; None when the sink is differentiable."""
+    """For a sink like Cast(Greater(sigmoid, 0.5)) the sigmoid, for a CTC decoder's dense result the logits;
+    None when the sink is differentiable."""
+    if node.op in _DECODER_PLUMBING - {"Identity", "Reshape", "Squeeze", "ExpandDims", "Transpose", "Cast"} or (
+            node.op in DECODERS):
+        frontier, seen = [node], 0
+        while frontier and seen < 16:
+            current = frontier.pop(0)
+            seen += 1
+            if current.op in DECODERS:
+                source = index.producer(current, 0)
+                return None if source is None or source.op in R.INPUT_OPS or source.op == "Const" else source
+            if current.op in _DECODER_PLUMBING:
+                frontier.extend(p for p in (index.producer(current, s) for s in range(len(current.input)))
+                                if p is not None)
+        return None
     if node.op not in NON_DIFFERENTIABLE:
         return None
     seen = 0
@@ -243,23 +392,39 @@ def unregistered_ops(op_types) -> list[str] | None:
     return sorted(op for op in op_types if op_def_registry.get(op) is None)
 
 
+def prepare_graph(graph_def) -> list[str]:
+    """What tb_unfreeze does to a frozen graph before anything else (in place): cut a tf.data input pipeline.
+    The same on TensorBoard's and TensorFlow's GraphDef classes; returns the notes to show the user."""
+    return cut_input_pipeline(graph_def)
+
+
 def inspect_graph(graph: FrozenGraph) -> Inspection:
+    notes = prepare_graph(graph.graph_def)
     index = GraphIndex(graph.graph_def)
     counts = collections.Counter(n.op for n in graph.graph_def.node)
     for function in graph.graph_def.library.function:
         counts.update(n.op for n in function.node_def)
     library_ops = {f.signature.name for f in graph.graph_def.library.function}
     control_flow = control_flow_kind(counts)
-    blocked = upstream_of_loops(index) if control_flow == "lowered_v1" else set()
+    loops: list[CF.Loop] = []
+    if control_flow == "lowered_v1":
+        try:
+            loops = CF.find_loops(graph.graph_def)
+        except CF.ControlFlowError as e:
+            notes.append(f"{e}: gradients through it cannot be rebuilt")
+    depends = input_dependent(index)
+    outputs = _mark_loop_outputs(index, find_outputs(index), loops)
     return Inspection(
         graph=graph,
         index=index,
-        candidates=find_candidates(index, blocked),
+        candidates=find_candidates(index, depends),
         inputs=find_inputs(index),
-        outputs=find_outputs(index),
+        outputs=outputs,
         control_flow=control_flow,
         op_counts=dict(counts.most_common()),
         unregistered_ops=unregistered_ops(set(counts) - library_ops),
+        loops=loops,
+        notes=notes,
     )
 
 

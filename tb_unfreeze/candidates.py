@@ -122,7 +122,7 @@ def _unfused_bn_role(index: GraphIndex, use: Use) -> str:
         return "bn_moving_variance"
     if op == "Mul":
         other = _other_input(index, use)
-        if other is not None and other.op in R.RSQRT_OPS:
+        if other is not None and other.op in R.RSQRT_OPS and _is_bn_rsqrt(index, other):
             # gamma multiplies the rsqrt directly; mean multiplies rsqrt (no gamma) and then feeds a Sub.
             if _feeds(index, use.node, frozenset({"Sub"}), slot=1) and not _feeds(index, use.node, frozenset({"Mul"})):
                 return "bn_moving_mean"
@@ -140,6 +140,14 @@ def _unfused_bn_role(index: GraphIndex, use: Use) -> str:
         ):
             return "bn_beta"
     return ""
+
+
+def _is_bn_rsqrt(index: GraphIndex, node) -> bool:
+    """Rsqrt(variance + epsilon): what batch norm divides by (an anchor generator's Sqrt(aspect ratio) is not)."""
+    source = _source_op(index, index.producer(node, 0))
+    if source is None or source.op not in R.ADD_OPS:
+        return False
+    return any(_is_scalar_const(_source_op(index, index.producer(source, s))) for s in (0, 1))
 
 
 def _feeds_rsqrt_chain(index: GraphIndex, node) -> bool:
@@ -193,32 +201,29 @@ def _sanitize(name: str) -> str:
     return name
 
 
-LOOP_NOTE = (
-    "; kept non-trainable: it feeds a lowered TF1 while loop, which TensorFlow cannot differentiate after import "
-    "(re-freeze the source with lower_control_flow=False to train it)"
-)
+def constant_filled(node: node_def_pb2.NodeDef) -> bool:
+    """True when every element of a Const holds the same value (a freezer's copy of `tf.ones`/`tf.zeros`, e.g.
+    slim's batch_norm(scale=False) gamma): decided on the stored bytes, nothing decoded."""
+    tensor = node.attr["value"].tensor
+    size = num_elements(const_shape(node))
+    if size < 2:
+        return False
+    content = tensor.tensor_content
+    if content:
+        step = item_size(tensor.dtype)
+        return step > 0 and len(content) == step * size and content == content[:step] * size
+    for field in ("float_val", "double_val", "half_val"):
+        values = getattr(tensor, field)
+        if values:
+            return len(set(values)) == 1
+    return False
 
 
-def upstream_of_loops(index: GraphIndex) -> set[str]:
-    """Nodes whose value flows into a lowered while loop (`Enter`): gradients through them cannot be taken."""
-    frontier = [n.name for n in index.graph_def.node if n.op == "Enter"]
-    seen = set(frontier)
-    while frontier:
-        node = index.nodes.get(frontier.pop())
-        if node is None:
-            continue
-        for raw in node.input:
-            producer = raw.lstrip("^").split(":")[0]
-            if producer not in seen:
-                seen.add(producer)
-                frontier.append(producer)
-    return seen
-
-
-def find_candidates(index: GraphIndex, loop_blocked: set[str] = frozenset()) -> list[Candidate]:
+def find_candidates(index: GraphIndex, input_dependent: set[str] | None = None) -> list[Candidate]:
     """Every constant that could become a variable, with its role, default trainability and evidence.
 
-    `loop_blocked` holds nodes upstream of lowered while loops: their candidates are converted non-trainable.
+    `input_dependent`: the nodes whose value depends on a graph input. Without a freezer's read op, a constant
+    that only ever combines with other constants (an anchor table, pre-computed grids) is not recommended.
     """
     found: list[Candidate] = []
     for node in index.graph_def.node:
@@ -273,10 +278,18 @@ def find_candidates(index: GraphIndex, loop_blocked: set[str] = frozenset()) -> 
         recommendation = (
             "converted by default" if recommended else f"not converted by default: {role.why_not}"
         )
+        if recommended and evidence != "read":
+            if constant_filled(node):
+                recommended = False
+                recommendation = ("not converted by default: every element holds the same value, what a freezer "
+                                  "makes of a tf.ones/tf.zeros constant (e.g. batch norm without a learned scale), "
+                                  "not of a trained variable")
+            elif input_dependent is not None and reach.uses and not any(
+                    u.node.name in input_dependent for u in reach.uses):
+                recommended = False
+                recommendation = ("not converted by default: it only combines with other constants (a pre-computed "
+                                  "table such as anchors), not with anything computed from the inputs")
         trainable = role.trainable or (role_name == "other" and evidence == "read")
-        if node.name in loop_blocked and trainable:
-            trainable = False
-            recommendation += LOOP_NOTE
         found.append(
             Candidate(
                 name=node.name,

@@ -14,6 +14,8 @@ import sys
 from tb_unfreeze.errors import UserError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
+# convert wrote its output, but it is not verified (verification failed, or could not run): not a success
+EXIT_NOT_VERIFIED = 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -144,23 +146,37 @@ def _cmd_convert(args) -> int:
 
         model_id = os.path.basename(args.model)
         manifest["runs"] = log_graphs(args.logdir, model_id, frozen=args.model, unfrozen=manifest["out_dir"])
+    v = manifest["verification"]
+    code = EXIT_OK if v.get("passed") or not v.get("requested", True) else EXIT_NOT_VERIFIED
     if args.json:
         json.dump(manifest, sys.stdout, indent=1)
         sys.stdout.write("\n")
-        return EXIT_OK
-    t, v = manifest["totals"], manifest["verification"]
+        return code
+    t = manifest["totals"]
     print(f"wrote {manifest['saved_model']}: {t['variables']} variables ({t['trainable_variables']} trainable), "
           f"{t['trainable_parameters']:,} trainable parameters")
+    for note in manifest.get("notes", []):
+        print(f"note: {note}")
+    status = v.get("status", "not_verified")
     if v.get("performed"):
-        missing = v["gradients"]["missing"]
-        print(f"verified: outputs max abs diff {v['max_abs_diff']:.3g} "
-              f"({'match' if v['tf1_session']['outputs_match'] else 'MISMATCH'}); gradients reach "
-              f"{v['gradients']['checked'] - len(missing)} of {v['gradients']['checked']} trainable variables"
-              + (f" (none for: {', '.join(missing[:5])}{'…' if len(missing) > 5 else ''})" if missing else ""))
+        g = v["gradients"]
+        fd = g.get("finite_difference") or {}
+        fd_text = (f"; finite-difference check {'agrees' if fd.get('passed') else 'DISAGREES' if fd.get('passed') is False else 'not comparable'}"
+                   f" (relative error {fd['relative_error']:.2g})" if fd else "")
+        print(f"{status.upper().replace('_', ' ')}: outputs max abs diff {v['max_abs_diff']:.3g}; gradients reach "
+              f"{g['checked'] - len(g['missing'])} of {g['checked']} trainable variables{fd_text}")
+        for problem in v.get("problems", []):
+            print(f"  problem: {problem}", file=sys.stderr if code else sys.stdout)
+    elif v.get("requested", True):
+        print(f"NOT VERIFIED: {v.get('note')}", file=sys.stderr)
     else:
         print(f"not verified: {v.get('note')}")
     print(f"training: {manifest['training_paths']['note'] or 'TF2 (GradientTape, Keras fit via tb_unfreeze.keras) and TF1 Session'}")
-    return EXIT_OK if not v.get("performed") or v.get("passed") or v["tf1_session"]["outputs_match"] else EXIT_INTERNAL
+    if code:
+        print(f"exit {code}: the conversion was written to {manifest['out_dir']} but is not verified; see "
+              "'problems' above (pass --probe FILE.npz when the inputs need real values, or --no-verify to skip).",
+              file=sys.stderr)
+    return code
 
 
 def _cmd_log(args) -> int:

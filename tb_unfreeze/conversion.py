@@ -12,8 +12,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from tb_unfreeze import control_flow as CF
 from tb_unfreeze import verify as V
-from tb_unfreeze.analysis import Inspection, inspect_graph, unregistered_ops
+from tb_unfreeze.analysis import Inspection, inspect_graph, prepare_graph, unregistered_ops
 from tb_unfreeze.errors import ConversionError, SelectionError, UnsupportedOpsError, UserError
 from tb_unfreeze.graph_index import const_problem
 from tb_unfreeze.loading import FrozenGraph, load_graph_and_bytes, reparse
@@ -23,7 +24,7 @@ from tb_unfreeze.selection import Chosen, Selection, choose
 from tb_unfreeze.tensorflow_env import import_tensorflow
 from tb_unfreeze.variable_nodes import add_variable_nodes, attach_variable, read_tensor
 
-from tb_unfreeze.convert_paths import MANIFEST, SAVED_MODEL, UNFROZEN_GRAPH  # noqa: F401 (re-exported)
+from tb_unfreeze.convert_paths import MANIFEST, SAVED_MODEL, SAVED_MODEL_TF1, UNFROZEN_GRAPH  # noqa: F401
 MANIFEST_SCHEMA = "tb_unfreeze.manifest/1"
 Progress = Callable[[str, float], None]
 
@@ -88,7 +89,8 @@ def _resolve_io(inspection: Inspection, inputs, outputs):
         fetches = [o.tensor for o in inspection.outputs]
     if not fetches:
         raise SelectionError(f"{inspection.graph.path} has no output that depends on an input; pass --outputs.")
-    return chosen_inputs, fetches
+    trains = {o.tensor: o.trains for o in inspection.outputs}
+    return chosen_inputs, fetches, {f: trains.get(f, True) for f in fetches}
 
 
 def _const_value(tf, chosen: Chosen, node_by_name, frozen_values):
@@ -145,7 +147,7 @@ def convert(
             f"nothing to convert in {source}: none of its {len(inspection.candidates)} candidate(s) is selected "
             "(those not converted by default need --only NAME ...); see `tb-unfreeze inspect`."
         )
-    feed_inputs, fetches = _resolve_io(inspection, inputs, outputs)
+    feed_inputs, fetches, trains = _resolve_io(inspection, inputs, outputs)
     sha256 = hashlib.sha256(data).hexdigest()
     step("import tensorflow", 0.02)
     tf = import_tensorflow()  # only conversion pays for TensorFlow
@@ -162,6 +164,7 @@ def convert(
     described = dataclasses.replace(graph, graph_def=None)
     graph = inspection.graph = inspection.index = None
     graph = inspection.graph = reparse(described, data, tf.compat.v1.GraphDef)
+    prepare_graph(graph.graph_def)  # the same cuts on TensorFlow's copy (input pipeline)
     del data
     defaults = {i.name: i.default for i in inspection.inputs if i.default is not None and i.kind != "unused"}
     probes, frozen_out, verify_note = {}, {}, ""
@@ -189,19 +192,36 @@ def convert(
         "inputs": {i.name: in_keys[i.name] for i in feed_inputs},
         "outputs": dict(zip(fetches, out_keys.values())),
     }
+    optional = [i.name for i in inspection.inputs if i.kind == "optional" and i.name not in signature["inputs"]]
+    if optional:
+        keys = signature_keys([i.name for i in feed_inputs] + optional)
+        signature["optional_inputs"] = {n: keys[n] for n in optional}
+    loops = inspection.loops
     with staged_dir(out) as tmp:
         step("build and save", 0.4)
-        variables = _build_and_save(tf, rewritten, chosen, values, feed_inputs, defaults, fetches, signature, tmp)
-        verification = {"performed": False, "note": verify_note or ("skipped (--no-verify)" if not verify else "")}
-        if verify and not verify_note:
-            step("verify", 0.7)
-            verification = _verify(inspection, tmp, signature, probes, frozen_out)
+        variables = _build_and_save(tf, rewritten, chosen, values, feed_inputs, defaults, fetches, signature, tmp,
+                                    loops=loops, trains=trains)
+        if not verify:
+            verification = V.not_performed("skipped (--no-verify)", requested=False)
+        elif verify_note:
+            verification = V.not_performed(verify_note)
+        else:
+            step("verify outputs and gradients", 0.7)
+            layout = {"saved_model": os.path.join(tmp, SAVED_MODEL),
+                      "saved_model_tf1": os.path.join(tmp, SAVED_MODEL_TF1 if loops else SAVED_MODEL)}
+            verification = V.verify_conversion(
+                layout, signature, probes, frozen_out, trains=trains, tf1_control_flow_v1=bool(loops),
+                fake_quant="FakeQuantWithMinMaxVars" in inspection.op_counts
+                or "FakeQuantWithMinMaxArgs" in inspection.op_counts,
+                progress=lambda name: step(name, 0.8),
+            )
         step("write manifest", 0.95)
         manifest = {
             "schema": MANIFEST_SCHEMA,
             "source": {"path": os.path.abspath(source), "sha256": sha256, "size": graph.size, "format": graph.format},
             "out_dir": out,
             "saved_model": os.path.join(out, SAVED_MODEL),
+            "saved_model_tf1": os.path.join(out, SAVED_MODEL_TF1 if loops else SAVED_MODEL),
             "unfrozen_graph": os.path.join(out, UNFROZEN_GRAPH),
             "selection": (selection or Selection()).to_dict(),
             "variables": variables,
@@ -215,8 +235,15 @@ def convert(
             "inputs": [i.to_dict() for i in feed_inputs],
             "input_defaults": defaults,
             "outputs": fetches,
+            "trainable_outputs": [f for f in fetches if trains[f]],
+            "output_notes": {o.tensor: o.note for o in inspection.outputs if o.note and o.tensor in trains},
+            "optional_inputs": [i.name for i in inspection.inputs if i.kind == "optional"],
+            "notes": inspection.notes,
             "signature": signature,
             "control_flow": inspection.control_flow,
+            "loops": [{"frame": lp.frame, "loop_variables": len(lp.switches),
+                       "gradient": "rebuilt" if not CF.unsupported_loops([lp]) else CF.unsupported_loops([lp])[0]}
+                      for lp in loops],
             "training_paths": inspection.training_paths,
             "verification": verification,
             "versions": {
@@ -265,10 +292,20 @@ def _without_source(tf, graph_def):
     return slim
 
 
-def _build_and_save(tf, rewritten, chosen, values, feed_inputs, defaults, fetches, signature, tmp) -> list[dict]:
+def _build_and_save(tf, rewritten, chosen, values, feed_inputs, defaults, fetches, signature, tmp, *,
+                    loops=(), trains=None) -> list[dict]:
+    """Write the TF1 SavedModel (and, for graphs with lowered loops, the native TF2 one); returns the variables.
+
+    Without loops one SavedModel serves TF1 and TF2. With loops, `saved_model/` is native TF2 (its gradient is
+    the TF1 gradient graph) and `saved_model_tf1/` holds the TF1 graph with the loops' contexts rebuilt."""
     graph = tf.Graph()
     records, var_list, read_of = [], {}, {}
     graph_def = rewritten.graph_def
+    loops = list(loops)
+    if loops:
+        loops = CF.find_loops(graph_def)  # names as in the rewritten graph
+        CF.complete_loops(graph_def, loops)
+    tf1_dir = os.path.join(tmp, SAVED_MODEL_TF1 if loops else SAVED_MODEL)
     for reserved, c in rewritten.mapped.items():
         name = rewritten.variable_names[c.candidate.name]
         value = values[c.candidate.name]
@@ -291,6 +328,7 @@ def _build_and_save(tf, rewritten, chosen, values, feed_inputs, defaults, fetche
             raise ConversionError(f"TensorFlow refused the rewritten graph: {_first_line(e)}") from None
         for c, record in zip(rewritten.mapped.values(), records):
             var_list[record["variable_name"]] = attach_variable(tf, graph, record["variable_name"], c.trainable)
+        CF.rebuild_contexts(tf, graph, CF.supported(loops))  # saved in the `while_context` collection
         in_tensors, out_tensors = imported[: len(feed_inputs)], imported[len(feed_inputs):]
         info = tf.compat.v1.saved_model.utils.build_tensor_info
         sig_in = {signature["inputs"][i.name]: info(t) for i, t in zip(feed_inputs, in_tensors)}
@@ -300,6 +338,10 @@ def _build_and_save(tf, rewritten, chosen, values, feed_inputs, defaults, fetche
         if defaults:
             extra = {signature_keys([n])[n]: info(graph.get_tensor_by_name(f"{n}:0")) for n in defaults}
             signatures["training"] = tf.compat.v1.saved_model.build_signature_def({**sig_in, **extra}, sig_out, method)
+        optional = signature.get("optional_inputs") or {}
+        if optional:
+            extra = {key: info(graph.get_tensor_by_name(f"{n}:0")) for n, key in optional.items()}
+            signatures["overrides"] = tf.compat.v1.saved_model.build_signature_def({**sig_in, **extra}, sig_out, method)
         display_graph = graph.as_graph_def()  # before the Saver adds its save/restore ops, which nobody needs to see
         saver = tf.compat.v1.train.Saver(var_list=var_list, sharded=True, allow_empty=True)
         with tf.compat.v1.Session(graph=graph) as sess:
@@ -320,7 +362,8 @@ def _build_and_save(tf, rewritten, chosen, values, feed_inputs, defaults, fetche
             if initializers:
                 sess.run(initializers, feed)
             del feed
-            builder = tf.compat.v1.saved_model.Builder(os.path.join(tmp, SAVED_MODEL))
+            final_values = sess.run({n: v.value() for n, v in var_list.items()}) if loops else None
+            builder = tf.compat.v1.saved_model.Builder(tf1_dir)
             builder.add_meta_graph_and_variables(
                 sess, [tf.compat.v1.saved_model.tag_constants.SERVING], signature_def_map=signatures,
                 saver=saver, strip_default_attrs=True,
@@ -328,46 +371,20 @@ def _build_and_save(tf, rewritten, chosen, values, feed_inputs, defaults, fetche
             builder.save()
         with open(os.path.join(tmp, UNFROZEN_GRAPH), "wb") as f:
             f.write(display_graph.SerializeToString())
+    if loops:
+        from tb_unfreeze import tf2_export as T2  # noqa: PLC0415
+
+        by_key = {key: n for n, key in signature["inputs"].items()}
+        dtypes = {i.name: i.dtype for i in feed_inputs}
+        shapes = {i.name: i.shape for i in feed_inputs}
+        T2.save_native(
+            tf, graph_def,
+            [T2.Tf2Variable(r["variable_name"], final_values[r["variable_name"]], r["trainable"],
+                            read_tensor(r["variable_name"])) for r in records],
+            [T2.Tf2Input(f"{by_key[k]}:0", k, dtypes[by_key[k]], shapes[by_key[k]]) for k in signature["inputs"].values()],
+            [T2.Tf2Input(f"{n}:0", signature_keys([n])[n], "bool" if isinstance(v, bool) else "float", [], v)
+             for n, v in defaults.items()],
+            [(t, key, (trains or {}).get(t, True)) for t, key in signature["outputs"].items()],
+            os.path.join(tmp, SAVED_MODEL),
+        )
     return records
-
-
-def _verify(inspection: Inspection, tmp: str, signature: dict, probes: dict, frozen_out: dict) -> dict:
-    import tensorflow as tf  # noqa: PLC0415
-
-    saved_model = os.path.join(tmp, SAVED_MODEL)
-    paths = inspection.training_paths
-    result: dict = {"performed": True, "probe_shapes": {k: list(v.shape) for k, v in probes.items()}}
-    V.GRADIENT_ERRORS.clear()
-    try:
-        tf1_out, tf1_missing, n_trainable = V.run_saved_model_tf1(saved_model, signature, probes, gradients=True)
-    except (tf.errors.OpError, ValueError, KeyError) as e:
-        raise ConversionError(f"the converted model does not run in a TF1 Session: {_first_line(e)}") from None
-    result["outputs"] = V.compare(frozen_out, tf1_out)
-    result["tf1_session"] = {"outputs_match": all(o["passed"] for o in result["outputs"].values()),
-                             "missing_gradients": tf1_missing}
-    if paths["tf2_eager"]:
-        try:
-            tf2_out, tf2_missing, _ = V.run_saved_model_tf2(saved_model, signature, probes, gradients=True)
-            cmp2 = V.compare(frozen_out, tf2_out)
-            result["tf2"] = {"outputs_match": all(o["passed"] for o in cmp2.values()), "missing_gradients": tf2_missing,
-                             "outputs": cmp2}
-        except (tf.errors.OpError, ValueError, TypeError, AttributeError) as e:
-            result["tf2"] = {"outputs_match": False, "error": _first_line(e)}
-    else:
-        result["tf2"] = {"skipped": paths["note"]}
-    missing = result["tf2"].get("missing_gradients") if paths["tf2_eager"] else tf1_missing
-    result["gradients"] = {
-        "checked": n_trainable,
-        "missing": missing if missing is not None else tf1_missing,
-        "path": "tf2_gradient_tape" if paths["tf2_eager"] else "tf1_session",
-        "errors": sorted(set(V.GRADIENT_ERRORS)),
-        "note": "" if not (missing or tf1_missing) else
-        "these trainable variables get no gradient from the outputs (they feed only non-differentiable ops or "
-        "unused outputs); mark them non-trainable or choose other outputs",
-    }
-    result["max_abs_diff"] = max((o["max_abs_diff"] or 0.0 for o in result["outputs"].values()), default=0.0)
-    result["passed"] = result["tf1_session"]["outputs_match"] and result["tf2"].get("outputs_match", True) and not (
-        result["gradients"]["missing"]
-    )
-    result["training_path"] = "tf2 (GradientTape, Keras fit) and tf1 Session" if paths["tf2_eager"] else paths["note"]
-    return result

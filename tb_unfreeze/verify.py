@@ -12,10 +12,6 @@ from tb_unfreeze.errors import UserError
 UNKNOWN_DIM = 2  # size used for unknown dimensions in probe inputs
 
 
-# Messages of ops with no registered gradient met during the last checks (read and cleared by the caller).
-GRADIENT_ERRORS: list[str] = []
-
-
 class ProbeError(UserError):
     """No probe input can be made for an input (string input, unknown shape): the user must supply one."""
 
@@ -109,44 +105,116 @@ def run_frozen(graph_def, feeds: dict[str, np.ndarray], fetches: list[str], defa
 
 def loss_of(tf, outputs: list, seed: int = 1):
     """A scalar that depends on every element of every float output (a random projection, so that a softmax
-    output, whose sum is constant, still gives gradients)."""
+    output, whose sum is constant, still gives gradients). Outputs given as None are left out."""
     terms = []
     for i, out in enumerate(outputs):
-        if not out.dtype.is_floating:
+        if out is None or not out.dtype.is_floating:
             continue
-        out = tf.cast(out, tf.float32)
-        proj = tf.random.stateless_normal(tf.shape(out), seed=[seed, i])
+        out = tf.cast(out, tf.float64)
+        proj = tf.random.stateless_normal(tf.shape(out), seed=[seed, i], dtype=tf.float64)
         terms.append(tf.reduce_sum(out * proj))
     return tf.add_n(terms) if terms else None
 
 
-def run_saved_model_tf2(saved_model: str, signature: dict, feeds: dict[str, np.ndarray], gradients: bool) -> tuple:
-    """Outputs through `tf.saved_model.load` (the TF2 user path) and the trainable variables with no gradient."""
+STATUSES = ("verified", "verified_with_warnings", "not_verified", "failed")
+# Relative agreement asked of a central finite difference and the gradient along the same direction.
+FD_RTOL = 2e-2
+
+
+def not_performed(note: str, requested: bool = True) -> dict:
+    """The verification record of a conversion that could not be (or was asked not to be) verified."""
+    return {"performed": False, "passed": False, "status": "not_verified", "requested": requested, "note": note}
+
+
+def _trained_outputs(signature: dict, trains: dict | None) -> list[str]:
+    return [t for t in signature["outputs"] if (trains or {}).get(t, True)]
+
+
+def run_saved_model_tf2(saved_model: str, signature: dict, feeds: dict[str, np.ndarray], gradients: bool,
+                        trains: dict | None = None, finite_difference: bool = False) -> dict:
+    """Outputs through `tf.saved_model.load` (the TF2 user path); with `gradients`, which trainable variables get
+    none, and a finite-difference check of the gradient's value along a random direction."""
     import tensorflow as tf  # noqa: PLC0415
 
     loaded = tf.saved_model.load(saved_model)
     fn = loaded.signatures["serving_default"]
     kwargs = {signature["inputs"][name]: tf.constant(value) for name, value in feeds.items()}
     trainable = [v for v in loaded.variables if v.trainable]
+    trained_keys = [signature["outputs"][t] for t in _trained_outputs(signature, trains)]
+
+    def loss_now(result):
+        return loss_of(tf, [result[k] if k in trained_keys else None for k in sorted(result)])
+
+    report: dict = {"checked": len(trainable)}
     with tf.GradientTape() as tape:
         result = fn(**kwargs)
-        loss = loss_of(tf, [result[k] for k in sorted(result)]) if gradients else None
-    outputs = {tensor: result[key].numpy() for tensor, key in signature["outputs"].items()}
-    missing = None
-    if gradients:
-        try:
-            grads = tape.gradient(loss, trainable) if loss is not None else [None] * len(trainable)
-        except LookupError as e:
-            GRADIENT_ERRORS.append(str(e).splitlines()[0])
-            grads = [None] * len(trainable)
-        missing = sorted(v.name.rsplit(":", 1)[0] for v, g in zip(trainable, grads) if g is None)
-    return outputs, missing, len(trainable)
+        loss = loss_now(result) if gradients else None
+    report["outputs"] = {tensor: result[key].numpy() for tensor, key in signature["outputs"].items()}
+    if not gradients:
+        return report
+    try:
+        grads = tape.gradient(loss, trainable) if loss is not None else [None] * len(trainable)
+    except (LookupError, ValueError, TypeError, AttributeError) as e:
+        report["error"] = _first_line(e)
+        grads = [None] * len(trainable)
+    report["missing"] = sorted(v.name.rsplit(":", 1)[0] for v, g in zip(trainable, grads) if g is None)
+    values = [np.asarray(g.numpy() if not isinstance(g, tf.IndexedSlices) else tf.convert_to_tensor(g).numpy())
+              for g in grads if g is not None]
+    report["finite"] = all(bool(np.all(np.isfinite(g))) for g in values)
+    if finite_difference and loss is not None and any(g is not None for g in grads):
+        report["finite_difference"] = _finite_difference(tf, fn, kwargs, loss_now, trainable, grads)
+    return report
 
 
-def run_saved_model_tf1(saved_model: str, signature: dict, feeds: dict[str, np.ndarray], gradients: bool) -> tuple:
-    """Outputs and gradient check through `tf.compat.v1.saved_model.load` in a Session (the TF1 user path)."""
+def _finite_difference(tf, fn, kwargs, loss_now, variables, grads, seed: int = 3) -> dict:
+    """Central differences of the loss along one random direction over all variables with a gradient, against
+    the gradient's dot product with that direction. The direction is scaled per variable by its RMS, so every
+    layer moves by about the same relative amount; several step sizes are tried (float32 round-off against
+    curvature) and the best agreement is kept. Variables are restored afterwards."""
+    rng = np.random.default_rng(seed)
+    pairs = [(v, g) for v, g in zip(variables, grads) if g is not None and v.dtype.is_floating]
+    originals = [v.numpy() for v, _ in pairs]
+    directions = []
+    for value in originals:
+        scale = float(np.sqrt(np.mean(np.square(value.astype(np.float64))))) if value.size else 0.0
+        directions.append(rng.standard_normal(value.shape) * (scale if scale > 0 else 1e-2))
+    analytic = float(sum(np.sum(np.asarray(tf.convert_to_tensor(g).numpy(), np.float64) * d)
+                         for (_, g), d in zip(pairs, directions)))
+    tried = []
+    try:
+        for eps in (1e-3, 3e-4, 3e-3, 1e-4, 1e-2):
+            sides = []
+            for sign in (1.0, -1.0):
+                for (v, _), x, d in zip(pairs, originals, directions):
+                    v.assign((x + sign * eps * d).astype(x.dtype))
+                sides.append(float(loss_now(fn(**kwargs)).numpy()))
+            numeric = (sides[0] - sides[1]) / (2 * eps)
+            error = abs(numeric - analytic) / max(abs(numeric), abs(analytic), 1e-12)
+            tried.append({"step": eps, "numeric": numeric, "relative_error": error})
+            if error <= FD_RTOL:
+                break
+    finally:
+        for (v, _), x in zip(pairs, originals):
+            v.assign(x)
+    best = min(tried, key=lambda t: t["relative_error"])
+    return {"analytic": analytic, "numeric": best["numeric"], "step": best["step"],
+            "relative_error": best["relative_error"], "tolerance": FD_RTOL, "passed": best["relative_error"] <= FD_RTOL,
+            "variables": len(pairs), "tries": len(tried)}
+
+
+def _first_line(error: Exception) -> str:
+    text = getattr(error, "message", None) or str(error)
+    return text.strip().splitlines()[0][:300] if text.strip() else type(error).__name__
+
+
+def run_saved_model_tf1(saved_model: str, signature: dict, feeds: dict[str, np.ndarray], gradients: bool,
+                        trains: dict | None = None, control_flow_v1: bool = False) -> dict:
+    """Outputs and gradient presence through `tf.compat.v1.saved_model.load` in a Session (the TF1 user path)."""
     import tensorflow as tf  # noqa: PLC0415
 
+    from tb_unfreeze.loop_gradients import v1_control_flow  # noqa: PLC0415
+
+    report: dict = {}
     graph = tf.Graph()
     with tf.compat.v1.Session(graph=graph) as sess:
         meta = tf.compat.v1.saved_model.load(sess, ["serve"], saved_model)
@@ -155,18 +223,116 @@ def run_saved_model_tf1(saved_model: str, signature: dict, feeds: dict[str, np.n
         out_keys = list(signature["outputs"].items())
         fetches = [graph.get_tensor_by_name(sig.outputs[k].name) for _, k in out_keys]
         values = sess.run(fetches, feed)
-        missing = None
+        report["outputs"] = {tensor: v for (tensor, _), v in zip(out_keys, values)}
         trainable = graph.get_collection(tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)
+        report["checked"] = len(trainable)
         if gradients:
+            trained = set(_trained_outputs(signature, trains))
             with graph.as_default():
-                loss = loss_of(tf, fetches)
+                loss = loss_of(tf, [f if t in trained else None for (t, _), f in zip(out_keys, fetches)])
                 try:
-                    grads = tf.compat.v1.gradients(loss, trainable) if loss is not None else [None] * len(trainable)
-                except LookupError as e:  # an op with no registered gradient: nothing trains through it
-                    GRADIENT_ERRORS.append(str(e).splitlines()[0])
+                    with v1_control_flow() if control_flow_v1 else _nothing():
+                        grads = tf.compat.v1.gradients(loss, trainable) if loss is not None else [None] * len(trainable)
+                except (LookupError, ValueError, TypeError, AttributeError) as e:
+                    report["error"] = _first_line(e)
                     grads = [None] * len(trainable)
-            missing = sorted(v.op.name for v, g in zip(trainable, grads) if g is None)
-    return {tensor: v for (tensor, _), v in zip(out_keys, values)}, missing, len(trainable)
+            report["missing"] = sorted(v.op.name for v, g in zip(trainable, grads) if g is None)
+            present = [g for g in grads if g is not None]
+            if present:
+                report["finite"] = all(bool(np.all(np.isfinite(x))) for x in sess.run(present, feed))
+    return report
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def verify_conversion(layout: dict, signature: dict, probes: dict, frozen_out: dict, *, trains: dict | None = None,
+                      tf1_control_flow_v1: bool = False, fake_quant: bool = False, progress=None) -> dict:
+    """What "verified" means, in one place: the converted model, loaded as a TF1 user and as a TF2 user would,
+    computes the frozen graph's outputs on the probes (within `tolerance`); every trainable variable gets a
+    finite gradient from the trainable outputs on both paths; and the TF2 gradient agrees with a central finite
+    difference of the loss. `status` sums it up: verified, verified_with_warnings (e.g. a variable that no output
+    depends on), or failed."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    from tb_unfreeze.errors import ConversionError  # noqa: PLC0415
+
+    result: dict = {"performed": True, "requested": True,
+                    "probe_shapes": {k: list(np.shape(v)) for k, v in probes.items()}}
+    try:
+        tf1 = run_saved_model_tf1(layout["saved_model_tf1"], signature, probes, gradients=True, trains=trains,
+                                  control_flow_v1=tf1_control_flow_v1)
+    except (tf.errors.OpError, ValueError, KeyError) as e:
+        raise ConversionError(f"the converted model does not run in a TF1 Session: {_first_line(e)}") from None
+    result["outputs"] = compare(frozen_out, tf1["outputs"])
+    result["tf1_session"] = {"outputs_match": all(o["passed"] for o in result["outputs"].values()),
+                             "missing_gradients": tf1.get("missing", []), "gradients_finite": tf1.get("finite", True),
+                             **({"error": tf1["error"]} if "error" in tf1 else {})}
+    if progress:
+        progress("verify TF2 gradients")
+    try:
+        tf2 = run_saved_model_tf2(layout["saved_model"], signature, probes, gradients=True, trains=trains,
+                                  finite_difference=True)
+        cmp2 = compare(frozen_out, tf2["outputs"])
+        result["tf2"] = {"outputs_match": all(o["passed"] for o in cmp2.values()),
+                         "missing_gradients": tf2.get("missing", []), "gradients_finite": tf2.get("finite", True),
+                         "outputs": cmp2, **({"error": tf2["error"]} if "error" in tf2 else {})}
+        fd = tf2.get("finite_difference")
+    except (tf.errors.OpError, ValueError, TypeError, AttributeError, KeyError) as e:
+        result["tf2"] = {"outputs_match": False, "error": _first_line(e), "missing_gradients": []}
+        tf2, fd = {"checked": 0}, None
+    checked = tf2.get("checked", tf1.get("checked", 0))
+    missing = sorted(set(result["tf2"].get("missing_gradients", [])) | set(tf1.get("missing", [])))
+    if fd is not None and fake_quant:
+        # FakeQuant ops have straight-through gradients: by design not the derivative of the quantized forward
+        # pass, so a finite difference cannot agree. Reported, not counted.
+        fd = dict(fd, passed=None, note="not comparable: FakeQuant ops use straight-through gradients by design")
+    result["gradients"] = {
+        "checked": checked,
+        "missing": missing,
+        "finite": bool(result["tf1_session"]["gradients_finite"] and result["tf2"].get("gradients_finite", True)),
+        "path": "tf2_gradient_tape and tf1_session",
+        "finite_difference": fd,
+        "errors": sorted({e for e in (result["tf1_session"].get("error"), result["tf2"].get("error")) if e}),
+        "note": "" if not missing else
+        "these trainable variables get no gradient from the trainable outputs (they feed only non-differentiable "
+        "ops or unused outputs); mark them non-trainable or choose other outputs",
+    }
+    result["max_abs_diff"] = max((o["max_abs_diff"] for o in result["outputs"].values()
+                                  if o["max_abs_diff"] is not None), default=0.0)
+    outputs_ok = result["tf1_session"]["outputs_match"] and result["tf2"].get("outputs_match", False)
+    gradients_ok = not missing and result["gradients"]["finite"] and not result["gradients"]["errors"] and (
+        fd is None and checked == 0 or fd is not None and fd.get("passed") is not False)
+    result["status"], result["problems"] = summarize(result, outputs_ok, gradients_ok, checked, fd)
+    result["passed"] = result["status"] in ("verified", "verified_with_warnings")
+    return result
+
+
+def summarize(result: dict, outputs_ok: bool, gradients_ok: bool, checked: int, fd) -> tuple[str, list[str]]:
+    """The status and one sentence per problem."""
+    problems = []
+    if not result["tf1_session"]["outputs_match"]:
+        problems.append("the TF1 SavedModel's outputs differ from the frozen graph's")
+    if not result["tf2"].get("outputs_match", False):
+        problems.append("the TF2 SavedModel's outputs differ from the frozen graph's"
+                        + (f" ({result['tf2']['error']})" if result["tf2"].get("error") else ""))
+    if result["gradients"]["missing"]:
+        problems.append(f"{len(result['gradients']['missing'])} of {checked} trainable variables get no gradient")
+    if not result["gradients"]["finite"]:
+        problems.append("some gradients are not finite (NaN or Inf)")
+    for error in result["gradients"]["errors"]:
+        problems.append(f"building gradients failed: {error}")
+    if fd is not None and fd.get("passed") is False:
+        problems.append(f"the gradient disagrees with a finite difference of the loss (relative error "
+                        f"{fd['relative_error']:.2g} > {fd['tolerance']})")
+    if outputs_ok and gradients_ok:
+        return ("verified_with_warnings" if fd is not None and fd.get("passed") is None else "verified"), problems
+    return "failed", problems
 
 
 def saved_model_size(path: str) -> int:
