@@ -205,10 +205,18 @@ def test_unfreeze_tab_converts_and_shows_both_graphs(tensorboard, browser):
     expect(frame.locator('.gv-pane[data-side="unfrozen"] .gv-pane-stats')).to_contain_text(f"{chosen} variables")
     assert not frame.locator('.gv-svg[data-side="unfrozen"] .node[data-id$="/Read/ReadVariableOp"]').count()
 
-    # Selecting a node selects it in both panes and shows its details.
+    # Readable as it opens: the labels of converted nodes render at 9 px or more on both sides.
+    sizes = frame.locator(".gv-svg .node.converted text.label").evaluate_all(
+        "els => els.map(t => parseFloat(getComputedStyle(t).fontSize)"
+        " * new DOMMatrix(getComputedStyle(t.ownerSVGElement).transform).a)")
+    assert sizes and min(sizes) >= 9, sizes
+
+    # Selecting a node selects it in both panes and shows its details, with the weight's numbers and histogram.
     frame.locator(f'.gv-svg[data-side="frozen"] .node[data-id="{shared[0]}"]').click()
     expect(frame.locator(".gv-svg .node.selected")).to_have_count(2)
     expect(frame.locator(".gv-details")).to_contain_text(shared[0].split(":", 1)[1])
+    expect(frame.locator(".gv-details .gv-hist rect.bar").first).to_be_attached(timeout=15_000)
+    expect(frame.locator(".gv-details .gv-w")).to_contain_text("mean ± std")
 
     # Each pane links to its run in the Graphs dashboard.
     links = _texts(frame.locator(".gv-run-link:not([hidden])"), "href")

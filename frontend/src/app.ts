@@ -71,7 +71,10 @@ export class App {
   private sections: Record<string, HTMLElement> = {};
 
   constructor(private root: HTMLElement) {
-    this.compare = new SideBySide({ runLink: (side) => this.runLink(side) });
+    this.compare = new SideBySide({
+      runLink: (side) => this.runLink(side),
+      weights: (name) => api.weights(this.selected!, name),
+    });
     const section = (key: string, title: string, ...body: Array<HTMLElement | null>) =>
       (this.sections[key] = h("section.card", { "data-section": key }, h("h2", null, title), ...body));
     this.main = h("main.main", null,
@@ -289,7 +292,7 @@ export class App {
     const variableOf = new Map<string, string>();
     for (const v of this.manifest?.variables ?? []) variableOf.set(v.source, v.variable_name);
     this.compare.setVariableNames(variableOf);
-    this.compare.setData(frozen, unfrozen);
+    void this.compare.setData(frozen, unfrozen, `${this.selected}|${this.shownLatest ?? ""}`);
   }
 
   private async loadHistory(token: number): Promise<void> {

@@ -1,23 +1,29 @@
 // Frozen graph on the left, unfrozen on the right, drawn in SVG from one shared layout.
 // Pan, zoom, selection and scope expansion are one state applied to both panes.
-import { h, s, replace, fmtShape } from "../dom";
+import { h, s, replace, fmtShape, fmtInt } from "../dom";
 import { GraphData, Side, SIDES, UnionGraph, Unit, View, SCOPE_PREFIX, NODE_PREFIX } from "./model";
-import { Layout, LayoutCache, layoutView } from "./layout";
+import { Layout } from "./layout";
+import { LayoutClient } from "./layout_client";
+import type { WeightStats } from "../api";
 
 export interface SideBySideOptions {
   /** Runs of this model in TensorBoard's Graphs dashboard; null when the run does not exist. */
   runLink: (side: Side) => { href: string; open: () => void } | null;
   /** Const name → variable it became, from the manifest. */
   variableOf?: Map<string, string>;
+  /** Statistics of a constant's or a variable's values (GET /weights). */
+  weights?: (name: string) => Promise<WeightStats>;
 }
 
 /** Graphs above this many boxes start collapsed by scope. */
-export const VISIBLE_BUDGET = 400;
+export const VISIBLE_BUDGET = 250;
 /** "Expand all" is offered up to this many nodes; beyond it, open scopes one by one. */
 export const EXPAND_ALL_LIMIT = 4000;
 
 /** Below this zoom, labels are too small to read and are not drawn. */
 const FAR_ZOOM = 0.38;
+/** The zoom a graph opens at when fitting it would make labels smaller than this (11 px labels → ≥ 10 px). */
+const READABLE_ZOOM = 0.92;
 
 interface Transform { x: number; y: number; k: number }
 
@@ -33,10 +39,18 @@ export class SideBySide {
   private expanded = new Set<string>();
   private view!: View;
   private layout!: Layout;
-  private cache: LayoutCache = new Map();
+  private layouter = new LayoutClient();
+  private layoutKey = "";
+  private layoutSeq = 0;
+  private dataSeq = 0;
+  /** Resolves when the layout asked for last is drawn (tests and callers that frame after it). */
+  ready: Promise<void> = Promise.resolve();
   private t: Transform = { x: 0, y: 0, k: 1 };
   private selected: string | null = null;
-  private panes = {} as Record<Side, { svg: SVGSVGElement; vp: SVGGElement; sel: SVGPathElement; body: HTMLElement; stats: HTMLElement; link: HTMLAnchorElement }>;
+  private panes = {} as Record<Side, { svg: SVGSVGElement; vp: SVGGElement; sel: SVGPathElement; body: HTMLElement; stats: HTMLElement; link: HTMLAnchorElement; mini: HTMLCanvasElement }>;
+  private miniScale = 1;
+  private miniBase: Record<Side, HTMLCanvasElement | null> = { frozen: null, unfrozen: null };
+  private weightsToken = 0;
   private details: HTMLElement;
   private status: HTMLElement;
   private search: HTMLInputElement;
@@ -58,7 +72,7 @@ export class SideBySide {
       h("span.sep"),
       this.expandAllBtn,
       h("button.btn.small", { on: { click: () => this.collapseAll() }, title: "Close every scope" }, "Collapse all"),
-      h("button.btn.small", { on: { click: () => this.revealConverted() }, title: "Open the scopes that hold converted nodes" }, "Open converted"),
+      h("button.btn.small", { on: { click: () => this.revealConverted() }, title: "Open, one level deeper, the closed scopes that hold converted nodes (again to go deeper)" }, "Open converted"),
       h("span.sep"),
       this.search,
       h("span.grow"),
@@ -79,7 +93,8 @@ export class SideBySide {
       target: "_blank", rel: "noopener", title: "Open this run in TensorBoard's Graphs dashboard",
       on: { click: (e: MouseEvent) => { const l = this.opts.runLink(side); if (l && !e.ctrlKey && !e.metaKey && !e.shiftKey) { e.preventDefault(); l.open(); } } },
     }, "Open in Graphs ↗");
-    const body = h("div.gv-pane-body", null, svg);
+    const mini = h("canvas.gv-minimap", { title: "Overview: click or drag to move the view" }) as HTMLCanvasElement;
+    const body = h("div.gv-pane-body", null, svg, mini);
     const pane = h("div.gv-pane", { "data-side": side },
       h("div.gv-pane-head", null,
         h("span.gv-pane-title", null, TITLES[side]),
@@ -89,7 +104,8 @@ export class SideBySide {
       ),
       body,
     );
-    this.panes[side] = { svg, vp, sel, body, stats, link };
+    this.panes[side] = { svg, vp, sel, body, stats, link, mini };
+    this.bindMinimap(mini, body);
     this.bindPanZoom(body, svg);
     body.addEventListener("click", (e) => this.onClick(e));
     body.addEventListener("dblclick", (e) => this.onDblClick(e));
@@ -97,7 +113,7 @@ export class SideBySide {
   }
 
   /** Shows a pair of graphs; either may be null (e.g. the unfrozen one before any conversion). */
-  setData(frozen: GraphData | null, unfrozen: GraphData | null): void {
+  setData(frozen: GraphData | null, unfrozen: GraphData | null, key = ""): Promise<void> {
     this.graph = new UnionGraph(frozen, unfrozen);
     for (const side of SIDES) {
       const l = this.graph.hasSide[side] ? this.opts.runLink(side) : null;
@@ -105,27 +121,44 @@ export class SideBySide {
       a.hidden = !l;
       if (l) a.href = l.href;
     }
-    this.cache.clear();
+    this.layoutKey = `${key}|${++this.dataSeq}`;
     this.expanded = this.graph.defaultExpansion(VISIBLE_BUDGET);
     this.selected = null;
     this.expandAllBtn.disabled = this.graph.nodes.size > EXPAND_ALL_LIMIT;
-    this.relayout();
-    // The panes may not be in the document yet: frame the graph once they have a size.
-    requestAnimationFrame(() => this.frameInitial());
+    return this.relayout(false).then(() => new Promise<void>((done) => {
+      // The panes may not be in the document yet: frame the graph once they have a size.
+      requestAnimationFrame(() => { this.frameInitial(); done(); });
+    }));
   }
 
   setVariableNames(map: Map<string, string>): void {
     this.opts.variableOf = map;
   }
 
-  private relayout(keepSelection = true): void {
-    this.view = this.graph.view(this.expanded);
-    this.layout = layoutView(this.view, this.cache);
-    if (!keepSelection || (this.selected && !this.view.units.has(this.selected))) this.selected = null;
-    for (const side of SIDES) this.draw(side);
-    const n = this.graph.nodes.size;
-    this.status.textContent = `${n.toLocaleString("en-US")} nodes · ${this.view.units.size.toLocaleString("en-US")} boxes · layout ${Math.round(this.layout.millis)} ms`;
-    this.applySelection();
+  /** Lays the current expansion out (in the worker) and draws it; an older request still running is dropped. */
+  private relayout(keepSelection = true): Promise<void> {
+    const view = this.graph.view(this.expanded);
+    const graph = this.graph;
+    const seq = ++this.layoutSeq;
+    this.el.classList.add("busy");
+    this.status.textContent = "Laying out…";
+    const t0 = performance.now();
+    const run = this.layouter.layout(view, this.layoutKey).then((layout) => {
+      if (seq !== this.layoutSeq || graph !== this.graph) return;
+      this.el.classList.remove("busy");
+      this.view = view;
+      this.layout = layout;
+      if (!keepSelection || (this.selected && !this.view.units.has(this.selected))) this.selected = null;
+      for (const side of SIDES) this.draw(side);
+      const n = this.graph.nodes.size;
+      this.status.textContent = `${n.toLocaleString("en-US")} nodes · ${this.view.units.size.toLocaleString("en-US")} boxes · `
+        + `layout ${Math.round(layout.millis)} ms (${this.layouter.where === "worker" ? "worker" : "page"}), ready in ${Math.round(performance.now() - t0)} ms`;
+      this.status.dataset.layoutMs = String(Math.round(layout.millis));
+      this.applySelection();
+      this.drawMinimap();
+    });
+    this.ready = run;
+    return run;
   }
 
   private draw(side: Side): void {
@@ -257,29 +290,46 @@ export class SideBySide {
     this.zoomAt(body.clientWidth / 2, body.clientHeight / 2, f);
   }
 
+  /** Fits the graph's width in the pane (never shrinks it to a sliver to fit its height): pan down for the rest. */
   fit(): void {
     const { body } = this.panes.frozen;
     const w = body.clientWidth || 400;
     const hgt = body.clientHeight || 400;
     const L = this.layout;
     if (!L || !L.width) return;
-    const k = clamp(Math.min(w / L.width, hgt / L.height) * 0.95, 0.02, 1.4);
-    this.t = { k, x: (w - L.width * k) / 2, y: Math.max(4, (hgt - L.height * k) / 2) };
+    const k = clamp((w / L.width) * 0.98, 0.02, 1.2);
+    this.t = { k, x: (w - L.width * k) / 2, y: L.height * k < hgt ? (hgt - L.height * k) / 2 : 4 };
     this.applyTransform();
   }
 
-  /** Fit; if that makes labels unreadable, zoom to a readable size around the first converted node instead. */
+  /**
+   * Fit to width; if that makes labels smaller than readable, open at a readable zoom on the part that matters:
+   * the inputs and the first converted layers, at the top of the pane.
+   */
   frameInitial(): void {
     this.fit();
-    if (this.t.k >= FAR_ZOOM || !this.layout) return;
-    let focus: string | null = null;
-    let best = Infinity;
+    if (this.t.k >= READABLE_ZOOM || !this.layout) return;
+    const { body } = this.panes.frozen;
+    const w = body.clientWidth || 400;
+    // The topmost box that is an input or holds a converted node, and what else of that kind is near it.
+    const marks: Array<{ x: number; y: number }> = [];
     for (const u of this.view.units.values()) {
-      if (!this.graph.convertedIn(u, "frozen") && !this.graph.convertedIn(u, "unfrozen")) continue;
+      const n = u.kind === "node" ? this.graph.nodes.get(u.name) : undefined;
+      const isInput = (n?.frozen ?? n?.unfrozen)?.op === "Placeholder";
+      if (!isInput && !this.graph.convertedIn(u, "frozen") && !this.graph.convertedIn(u, "unfrozen")) continue;
       const b = this.layout.boxes.get(u.id)!;
-      if (b.y + b.x * 0.01 < best) { best = b.y + b.x * 0.01; focus = u.id; }
+      marks.push({ x: b.x + b.w / 2, y: b.y });
     }
-    if (focus) this.centerOn(focus, 0.7, 0.25);
+    const k = READABLE_ZOOM;
+    if (!marks.length) {
+      this.t = { k, x: (w - this.layout.width * k) / 2, y: 4 };
+    } else {
+      const top = Math.min(...marks.map((m) => m.y));
+      const near = marks.filter((m) => m.y <= top + (body.clientHeight || 400) / k);
+      const cx = near.reduce((a, m) => a + m.x, 0) / near.length;
+      this.t = { k, x: w / 2 - cx * k, y: 24 - top * k };
+    }
+    this.applyTransform();
   }
 
   /** Brings a box into view: horizontally centred, at `anchorY` of the pane's height. */
@@ -310,10 +360,86 @@ export class SideBySide {
       // Far out, labels are unreadable anyway and cost the most to paint.
       if (p.svg.classList.contains("far") !== far) p.svg.classList.toggle("far", far);
     }
+    this.drawMinimapViewport();
     clearTimeout(this.settle);
     this.settle = window.setTimeout(() => {
       for (const side of SIDES) this.panes[side].svg.style.willChange = "auto";
     }, 180);
+  }
+
+  // ---- minimap ----
+
+  private drawMinimap(): void {
+    const L = this.layout;
+    if (!L) return;
+    const maxW = 120;
+    const maxH = 130;
+    this.miniScale = Math.min(maxW / L.width, maxH / L.height);
+    const w = Math.max(24, Math.ceil(L.width * this.miniScale));
+    const hgt = Math.max(24, Math.ceil(L.height * this.miniScale));
+    const dark = document.body.classList.contains("dark");
+    for (const side of SIDES) {
+      const { mini } = this.panes[side];
+      const big = L.width * READABLE_ZOOM > (this.panes[side].body.clientWidth || 400) || L.height * READABLE_ZOOM > (this.panes[side].body.clientHeight || 400);
+      mini.hidden = !this.graph.hasSide[side] || !big;
+      if (mini.hidden) continue;
+      const base = this.miniBase[side] ?? document.createElement("canvas");
+      this.miniBase[side] = base;
+      base.width = w;
+      base.height = hgt;
+      const c = base.getContext("2d");
+      if (!c) continue;
+      c.fillStyle = dark ? "#202124" : "#ffffff";
+      c.fillRect(0, 0, w, hgt);
+      const k = this.miniScale;
+      for (const [path, b] of L.clusters) {
+        if (this.graph.scopes.get(path)!.count[side] === 0) continue;
+        c.strokeStyle = dark ? "#5f6368" : "#cfd8dc";
+        c.strokeRect(b.x * k, b.y * k, Math.max(1, b.w * k), Math.max(1, b.h * k));
+      }
+      for (const u of this.view.units.values()) {
+        if (!this.graph.present(u, side)) continue;
+        const b = L.boxes.get(u.id)!;
+        c.fillStyle = this.graph.convertedIn(u, side) ? "#f57c00" : dark ? "#9aa0a6" : "#90a4ae";
+        c.fillRect(b.x * k, b.y * k, Math.max(1, b.w * k), Math.max(1, b.h * k));
+      }
+      mini.width = w;
+      mini.height = hgt;
+    }
+    this.drawMinimapViewport();
+  }
+
+  private drawMinimapViewport(): void {
+    for (const side of SIDES) {
+      const { mini, body } = this.panes[side];
+      const base = this.miniBase[side];
+      if (mini.hidden || !base) continue;
+      const c = mini.getContext("2d");
+      if (!c) continue;
+      c.drawImage(base, 0, 0);
+      const k = this.miniScale / this.t.k;
+      c.strokeStyle = "#1976d2";
+      c.lineWidth = 1.5;
+      c.strokeRect(-this.t.x * k, -this.t.y * k, (body.clientWidth || 0) * k, (body.clientHeight || 0) * k);
+    }
+  }
+
+  private bindMinimap(mini: HTMLCanvasElement, body: HTMLElement): void {
+    let down = false;
+    const go = (e: PointerEvent): void => {
+      const r = mini.getBoundingClientRect();
+      const gx = (e.clientX - r.left) / this.miniScale;
+      const gy = (e.clientY - r.top) / this.miniScale;
+      this.t.x = body.clientWidth / 2 - gx * this.t.k;
+      this.t.y = body.clientHeight / 2 - gy * this.t.k;
+      this.scheduleTransform();
+    };
+    mini.addEventListener("pointerdown", (e) => { e.stopPropagation(); down = true; mini.setPointerCapture?.(e.pointerId); go(e); });
+    mini.addEventListener("pointermove", (e) => { if (down) { e.stopPropagation(); go(e); } });
+    mini.addEventListener("pointerup", () => { down = false; });
+    mini.addEventListener("click", (e) => e.stopPropagation());
+    mini.addEventListener("dblclick", (e) => e.stopPropagation());
+    mini.addEventListener("wheel", (e) => e.stopPropagation());
   }
 
   // ---- selection, expansion ----
@@ -359,48 +485,56 @@ export class SideBySide {
     this.showDetails();
   }
 
-  expand(path: string): void {
+  /** Opens one scope, one level: its members show, its sub-scopes stay closed. */
+  expand(path: string): Promise<void> {
     this.expanded.add(path);
     for (const a of this.graph.ancestors(path)) this.expanded.add(a);
     this.selected = null;
-    this.relayout();
+    const before = this.layout?.clusters.get(path) ?? this.layout?.boxes.get(SCOPE_PREFIX + path);
+    return this.relayout().then(() => {
+      // Keep the opened scope where it was on screen, so the eye does not lose it.
+      const after = this.layout.clusters.get(path);
+      if (before && after) {
+        this.t.x += (before.x - after.x) * this.t.k;
+        this.t.y += (before.y - after.y) * this.t.k;
+        this.applyTransform();
+      }
+    });
   }
 
-  collapse(path: string): void {
+  collapse(path: string): Promise<void> {
     for (const e of [...this.expanded]) if (e === path || e.startsWith(path + "/")) this.expanded.delete(e);
-    this.relayout();
-    this.select(SCOPE_PREFIX + path);
+    return this.relayout().then(() => this.select(SCOPE_PREFIX + path));
   }
 
-  expandAll(): void {
-    this.busy(() => {
-      this.expanded = new Set(this.graph.scopes.keys());
-      this.relayout();
-      this.fit();
-    });
+  expandAll(): Promise<void> {
+    this.expanded = new Set(this.graph.scopes.keys());
+    return this.relayout().then(() => this.frameInitial());
   }
 
-  /** Says "Laying out…" before work that may take seconds, and lets the browser paint it first. */
-  private busy(work: () => void): void {
-    this.status.textContent = "Laying out…";
-    this.el.classList.add("busy");
-    requestAnimationFrame(() => setTimeout(() => {
-      try { work(); } finally { this.el.classList.remove("busy"); }
-    }, 0));
-  }
-
-  collapseAll(): void {
+  collapseAll(): Promise<void> {
     this.expanded = new Set();
-    this.relayout();
-    this.fit();
+    return this.relayout().then(() => this.fit());
   }
 
-  revealConverted(): void {
-    this.busy(() => {
-      for (const p of this.graph.scopesOfConverted()) this.expanded.add(p);
-      this.relayout();
-      this.fit();
-    });
+  /**
+   * Opens, one level deeper, every closed scope shown that holds converted nodes (press again to go deeper):
+   * lazily, so a big graph never turns into one huge layout.
+   */
+  revealConverted(): Promise<void> {
+    let opened = 0;
+    for (const u of this.view.units.values()) {
+      if (u.kind !== "scope" || this.graph.ownedByNode(u.name)) continue;
+      if (this.graph.convertedIn(u, "frozen") || this.graph.convertedIn(u, "unfrozen")) {
+        this.expanded.add(u.name);
+        opened++;
+      }
+    }
+    if (!opened) {
+      this.status.textContent = "Every scope that holds a converted node is open.";
+      return Promise.resolve();
+    }
+    return this.relayout().then(() => this.frameInitial());
   }
 
   /** Opens the scopes around the first node whose name contains `text`, selects and centres it. */
@@ -418,9 +552,10 @@ export class SideBySide {
     }
     const node = this.graph.nodes.get(hit)!;
     for (const a of this.graph.ancestors(node.scope)) this.expanded.add(a);
-    this.relayout();
-    this.select(NODE_PREFIX + hit);
-    this.centerOn(NODE_PREFIX + hit);
+    void this.relayout().then(() => {
+      this.select(NODE_PREFIX + hit);
+      this.centerOn(NODE_PREFIX + hit, READABLE_ZOOM);
+    });
     return true;
   }
 
@@ -434,8 +569,27 @@ export class SideBySide {
     replace(this.details, unit.kind === "scope" ? this.scopeDetails(unit) : this.nodeDetails(unit));
   }
 
-  private scopeDetails(unit: Unit): HTMLElement {
-    const scope = this.graph.scopes.get(unit.name)!;
+  /** The weight itself, fetched when its node is selected: numbers, a histogram, the first values. */
+  private weightsBox(name: string): HTMLElement | null {
+    if (!this.opts.weights) return null;
+    const box = h("div.gv-weights", { "data-weights": name }, h("span.muted", null, "Loading the values…"));
+    const token = ++this.weightsToken;
+    this.opts.weights(name).then((w) => {
+      if (token !== this.weightsToken) return;
+      replace(box, weightsView(w));
+      box.dataset.loaded = "1";
+    }, (e: Error) => {
+      if (token !== this.weightsToken) return;
+      replace(box, h("span.muted", null, `No values: ${e.message}`));
+    });
+    return box;
+  }
+
+  private scopeDetails(unit: Unit): HTMLElement | null {
+    const scope = this.graph.scopes.get(unit.name);
+    if (!scope) return null;
+    const owner = this.graph.ownedByNode(unit.name) ? this.graph.nodes.get(unit.name) : undefined;
+    const ownerWeights = owner && (owner.frozen?.op === "Const" || owner.unfrozen?.variable) ? this.weightsBox(unit.name) : null;
     return h("div", null,
       h("div.gv-d-title", null, "Scope"),
       h("div.gv-d-name", null, unit.name),
@@ -443,12 +597,14 @@ export class SideBySide {
         row("Frozen", `${scope.count.frozen.toLocaleString("en-US")} nodes, ${convertedText("frozen", scope.converted.frozen)}`),
         row("Unfrozen", this.graph.hasSide.unfrozen ? `${scope.count.unfrozen.toLocaleString("en-US")} nodes, ${convertedText("unfrozen", scope.converted.unfrozen)}` : "—"),
       ),
-      h("button.btn.small", { on: { click: () => this.expand(unit.name) } }, "Open scope"),
+      h("button.btn.small", { on: { click: () => void this.expand(unit.name) } }, "Open scope"),
+      ownerWeights,
     );
   }
 
-  private nodeDetails(unit: Unit): HTMLElement {
-    const n = this.graph.nodes.get(unit.name)!;
+  private nodeDetails(unit: Unit): HTMLElement | null {
+    const n = this.graph.nodes.get(unit.name);
+    if (!n) return null;
     const sides = SIDES.filter((sd) => n[sd]);
     const variable = this.opts.variableOf?.get(unit.name);
     const rows: HTMLElement[] = [];
@@ -471,10 +627,12 @@ export class SideBySide {
       if (what) rows.push(row("Changed", `${what} (not a variable)`));
     }
     const inputs = (n.unfrozen ?? n.frozen)?.inputs ?? [];
+    const hasWeights = n.frozen?.op === "Const" || !!v || this.graph.converted.frozen.has(unit.name);
     return h("div", null,
       h("div.gv-d-title", null, sides.length === 2 ? "Node (both graphs)" : `Node (${TITLES[sides[0]]} only)`),
       h("div.gv-d-name", null, unit.name),
       h("table.kv", null, ...rows),
+      hasWeights ? this.weightsBox(variable && n.unfrozen ? variable : unit.name) : null,
       inputs.length
         ? h("div", null, h("div.gv-d-sub", null, `Inputs (${inputs.length})`),
           h("ul.gv-inputs", null, ...inputs.slice(0, 30).map((i) => h("li", null, i))))
@@ -486,6 +644,47 @@ export class SideBySide {
   stats(): { nodes: number; boxes: number; layoutMs: number } {
     return { nodes: this.graph.nodes.size, boxes: this.view.units.size, layoutMs: this.layout.millis };
   }
+}
+
+const fmtNum = (x: number | null | undefined): string =>
+  x == null ? "—" : x === 0 ? "0" : Math.abs(x) >= 1e4 || Math.abs(x) < 1e-3 ? x.toExponential(3) : x.toPrecision(4);
+
+/** Numbers and a histogram of one weight. */
+export function weightsView(w: WeightStats): HTMLElement {
+  const hist = w.histogram;
+  let chart: SVGElement | null = null;
+  if (hist && hist.counts.length) {
+    const W = 260;
+    const H = 64;
+    const max = Math.max(...hist.counts, 1);
+    const bw = W / hist.counts.length;
+    chart = s("svg", { class: "gv-hist", width: W, height: H + 14, viewBox: `0 0 ${W} ${H + 14}`, role: "img", "aria-label": `Histogram of ${w.name}` });
+    hist.counts.forEach((c, i) => {
+      const bh = c ? Math.max(1, (c / max) * H) : 0;
+      const bar = s("rect", { x: i * bw + 0.5, y: H - bh, width: Math.max(1, bw - 1), height: bh, class: "bar" });
+      const t = s("title");
+      t.textContent = `${fmtNum(hist.edges[i])} … ${fmtNum(hist.edges[i + 1])}: ${c}`;
+      bar.appendChild(t);
+      chart!.appendChild(bar);
+    });
+    const lo = s("text", { x: 0, y: H + 12, class: "axis" });
+    lo.textContent = fmtNum(hist.edges[0]);
+    const hi = s("text", { x: W, y: H + 12, class: "axis", "text-anchor": "end" });
+    hi.textContent = fmtNum(hist.edges[hist.edges.length - 1]);
+    chart.appendChild(lo);
+    chart.appendChild(hi);
+  }
+  return h("div.gv-w", null,
+    h("table.kv", null,
+      row("values", `${w.dtype ?? "?"} ${fmtShape(w.shape)} · ${fmtInt(w.size)}`),
+      row("min / max", `${fmtNum(w.min)} / ${fmtNum(w.max)}`),
+      row("mean ± std", `${fmtNum(w.mean)} ± ${fmtNum(w.std)}`),
+      w.zeros ? row("zeros", fmtInt(w.zeros)) : null,
+      w.nonfinite ? row("non-finite", fmtInt(w.nonfinite)) : null,
+    ),
+    chart,
+    h("div.gv-w-first", { title: w.note ?? "" }, `first ${w.first.length}: `, w.first.map((x) => fmtNum(x)).join(", ")),
+  );
 }
 
 function row(k: string, v: string): HTMLElement {
