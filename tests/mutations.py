@@ -1,7 +1,8 @@
 """Ways a frozen graph arrives broken, for the fuzz tests (test_fuzz_inspect.py, test_fuzz_convert.py).
 
 Each structural mutation takes a parsed `GraphDef` (changed in place) and a `random.Random`, and returns a short
-description. Byte mutations work on the serialized file. No TensorFlow.
+description; the benign ones (`BENIGN`) keep the computation, so their graphs must convert and verify. Byte
+mutations work on the serialized file. No TensorFlow.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import math
 import random
 
 import numpy as np
-from tensorboard.compat.proto import graph_pb2, types_pb2
+from tensorboard.compat.proto import graph_pb2, node_def_pb2, types_pb2
 
 HUGE = 10**12  # elements declared by the "huge shape" mutations: 4 TB of float32
 
@@ -22,7 +23,8 @@ def parse(data: bytes) -> graph_pb2.GraphDef:
 
 
 def _consts(g: graph_pb2.GraphDef, float_only: bool = True) -> list:
-    return [n for n in g.node if n.op == "Const" and (not float_only or n.attr["value"].tensor.dtype == types_pb2.DT_FLOAT)]
+    return [n for n in g.node
+            if n.op == "Const" and (not float_only or n.attr["value"].tensor.dtype == types_pb2.DT_FLOAT)]
 
 
 def _pick(rng: random.Random, items: list, k: int = 3) -> list:
@@ -166,11 +168,69 @@ STRUCTURAL = {
 }
 
 
+# --- valid graphs in unusual shapes: the same computation, so these must convert, verify and find the same
+# candidates (a fuzz run where everything is refused would otherwise pass) ---
+
+
+def shuffle_nodes(g, rng):
+    """The nodes in a random order (a GraphDef need not be topologically sorted)."""
+    nodes = []
+    for n in g.node:
+        copy = node_def_pb2.NodeDef()
+        copy.CopyFrom(n)
+        nodes.append(copy)
+    rng.shuffle(nodes)
+    del g.node[:]
+    g.node.extend(nodes)
+    return "nodes shuffled"
+
+
+def insert_identity(g, rng):
+    """An extra Identity in front of the real consumers of up to three float Consts: after the Const, or after its
+    freezer's read op (`W/read`) when it has one, which stays the Const's only consumer as freezers write it."""
+    names = []
+    for const in _pick(rng, [c for c in _consts(g) if _consumers(g, c.name)]):
+        tensor = const.name
+        reads = [n for n in _consumers(g, tensor) if n.op == "Identity" and n.name == f"{const.name}/read"]
+        if reads:
+            tensor = reads[0].name
+        consumers = _consumers(g, tensor)
+        ident = g.node.add()
+        ident.name, ident.op = f"{tensor}/extra_identity", "Identity"
+        ident.input.append(tensor)
+        ident.attr["T"].type = const.attr["dtype"].type
+        for consumer in consumers:
+            for i, inp in enumerate(consumer.input):
+                if inp in (tensor, f"{tensor}:0"):
+                    consumer.input[i] = ident.name
+        names.append(tensor)
+    return f"Identity inserted after {names}"
+
+
+def repack_values(g, rng):
+    """Up to three float Consts' bytes re-encoded as float_val (the other encoding a freezer may write)."""
+    names = []
+    for const in _pick(rng, [c for c in _consts(g) if c.attr["value"].tensor.tensor_content]):
+        tensor = const.attr["value"].tensor
+        values = np.frombuffer(tensor.tensor_content, np.float32)
+        tensor.ClearField("tensor_content")
+        tensor.float_val.extend(values.tolist())
+        names.append(const.name)
+    return f"values of {names} as float_val"
+
+
+def _consumers(g, name: str) -> list:
+    return [n for n in g.node if any(i in (name, f"{name}:0") for i in n.input)]
+
+
+BENIGN = {f.__name__: f for f in (shuffle_nodes, insert_identity, repack_values)}
+
+
 def mutate(data: bytes, names: list[str], seed: int) -> tuple[bytes, str]:
-    """Apply the named structural mutations to a serialized GraphDef; (new bytes, what was done)."""
+    """Apply the named structural (or benign) mutations to a serialized GraphDef; (new bytes, what was done)."""
     rng = random.Random(seed)
     g = parse(data)
-    done = [STRUCTURAL[name](g, rng) for name in names]
+    done = [(STRUCTURAL.get(name) or BENIGN[name])(g, rng) for name in names]
     return g.SerializeToString(), "; ".join(done)
 
 
