@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser demo test bench frontend
+.PHONY: setup browser demo lint test bench frontend
 
 $(STAMP): setup.py
 	$(PY) -m venv $(VENV)
@@ -21,7 +21,12 @@ browser:
 demo: setup
 	$(BIN)/tb-unfreeze demo --logdir out
 
+# Lint (pyproject.toml [tool.ruff]) before the tests: a finding fails `make test`.
+lint: setup
+	$(BIN)/ruff check .
+
 test: setup browser
+	$(BIN)/ruff check .
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q tests
 
 bench: setup

@@ -64,7 +64,7 @@ def model_entries(sub: str) -> list:
 
 def _models_state(full: bool) -> dict:
     """Every file under the models folder: sha256 (full) or (size, mtime_ns) (cheap, checked around each test)."""
-    import hashlib  # noqa: PLC0415
+    import hashlib
 
     state = {}
     for dirpath, _, filenames in os.walk(MODELS_DIR):

@@ -95,8 +95,8 @@ def test_sigkill_midway_leaves_no_partial_output_and_the_next_run_cleans_up(tmp_
         _complete(out)
     assert delay > 0 or midway, "a kill right after the folder appeared must land while writing"
 
-    done = subprocess.run(_cli(source, "-o", out, "--json", "--replace"), capture_output=True, text=True, timeout=TIMEOUT,
-                          env=_env())
+    done = subprocess.run(_cli(source, "-o", out, "--json", "--replace"), capture_output=True, text=True,
+                          timeout=TIMEOUT, env=_env())
     assert done.returncode == 0, done.stderr[-2000:]
     assert _complete(out)["source"]["sha256"] == json.loads(done.stdout)["source"]["sha256"]
     assert _tmp_dirs(str(tmp_path / "outputs")) == [], "the stale temporary folder was not removed"
@@ -113,7 +113,8 @@ def test_sigkill_during_replace_keeps_the_previous_result(tmp_path, real_model):
         kept = _complete(out)  # a whole result, never a mix: the previous one if the kill landed while writing
         if midway:
             assert kept["source"]["sha256"] == previous["source"]["sha256"]
-            assert [v["variable_name"] for v in kept["variables"]] == [v["variable_name"] for v in previous["variables"]]
+            names = [v["variable_name"] for v in kept["variables"]]
+            assert names == [v["variable_name"] for v in previous["variables"]]
         assert delay > 0 or midway
 
 

@@ -251,10 +251,23 @@ def test_unfreeze_tab_converts_and_shows_both_graphs(tensorboard, browser):
                            " return !!(c && c.selection && c.selection.run === run); }", arg=run, timeout=30_000)
     assert _graphs_run_selected(page) == run
 
-    # A shared link opens the tab with the model selected and converted.
-    page2 = browser.new_page(viewport={"width": 1280, "height": 900})
-    page2.goto(tensorboard + f"/#unfreeze&unfreeze_model={urllib.parse.quote(MODEL, safe='')}")
-    frame2 = _plugin_frame(page2)
-    expect(frame2.locator(f'li.model.active[data-model="{MODEL}"] .chip[data-status="converted"]')).to_be_visible(timeout=30_000)
-    expect(frame2.locator('.gv-svg[data-side="unfrozen"] .node.converted').first).to_be_attached(timeout=30_000)
-    assert _texts(frame2.locator("li.model.active"), "data-model") == [MODEL]
+    # A shared link opens the tab with the model selected and converted, the table showing the selection the
+    # result was converted from; light and dark (following TensorBoard's theme), at 1280 and 1920 px.
+    for scheme in ("light", "dark"):
+        page2 = browser.new_page(viewport={"width": 1280, "height": 800}, color_scheme=scheme)
+        page2.goto(tensorboard + f"/#unfreeze&unfreeze_model={urllib.parse.quote(MODEL, safe='')}")
+        frame2 = _plugin_frame(page2)
+        expect(frame2.locator(f'li.model.active[data-model="{MODEL}"] .chip[data-status="converted"]')).to_be_visible(timeout=30_000)
+        expect(frame2.locator('.gv-svg[data-side="unfrozen"] .node.converted').first).to_be_attached(timeout=30_000)
+        assert _texts(frame2.locator("li.model.active"), "data-model") == [MODEL]
+        expect(frame2.locator('[data-total="variables"] b')).to_have_text(str(chosen))
+        expect(frame2.locator(f'.cand-table tr[data-name="{LEFT_OUT}"] input[aria-label^="Include"]')).not_to_be_checked()
+        host_dark = page2.evaluate("document.body.classList.contains('dark-mode')")
+        assert frame2.locator("body").evaluate("b => b.classList.contains('dark')") == host_dark
+        assert host_dark == (scheme == "dark")
+        for width, height in ((1280, 800), (1920, 1080)):
+            page2.set_viewport_size({"width": width, "height": height})
+            frame2.locator('[data-section="compare"]').evaluate("e => e.scrollIntoView({block: 'start'})")
+            page2.wait_for_timeout(400)
+            page2.screenshot(path=os.path.join(ARTIFACTS, f"unfreeze_tab_{width}_{scheme}.png"))
+        page2.close()

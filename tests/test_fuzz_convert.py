@@ -18,9 +18,9 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+import mutations as M
 import pytest
 
-import mutations as M
 from tb_unfreeze import inspect_model
 from tb_unfreeze.output_dir import TMP_PREFIX
 

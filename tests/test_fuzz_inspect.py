@@ -16,12 +16,12 @@ import tempfile
 import tracemalloc
 from datetime import timedelta
 
+import mutations as M
 import pytest
+from conftest import MODELS_DIR
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import mutations as M
-from conftest import MODELS_DIR
 from tb_unfreeze import errors
 from tb_unfreeze.analysis import Inspection, inspect_model
 from tb_unfreeze.loading import load_graph
@@ -98,7 +98,7 @@ def check(data: bytes, suffix: str = ".pb", what: str = "") -> Inspection | None
                 return None
     except Hang:
         pytest.fail(f"inspect_model hung on {what}")
-    except Exception as e:  # noqa: BLE001 (the property under test: nothing else comes out)
+    except Exception as e:  # the property under test: nothing else comes out
         raise AssertionError(f"{what}: {type(e).__name__}: {e}") from e
     assert json.loads(served)["schema"] == "tb_unfreeze.inspect/1"
     STATS["inspected"] += 1

@@ -210,6 +210,9 @@ export class App {
       if (token !== this.loadToken) return;
       this.inspection = ins;
       this.table.setInspection(ins);
+      // After a reload the table shows what the result below was converted from, not the recommendation.
+      const req = model.latest?.ok ? model.latest.request : null;
+      if (req && Array.isArray(req.only)) this.table.applySelection(req.only, req.trainable);
       this.renderHead(model);
     } catch (e) {
       if (token !== this.loadToken) return;

@@ -210,7 +210,11 @@ export class SideBySide {
       if (u.kind === "scope") {
         const sub = s("text", { x: 6, y: 31, class: "sub" });
         const scope = g.scopes.get(u.name)!;
-        sub.textContent = `${scope.count[side].toLocaleString("en-US")} nodes` + (conv ? ` · ${convertedText(side, conv)}` : "");
+        // Short, to fit the box: "const→var" on the frozen side, "var" on the unfrozen one (title: the long form).
+        sub.textContent = `${scope.count[side].toLocaleString("en-US")} nodes` + (conv ? ` · ${conv} ${side === "frozen" ? "const→var" : "var"}` : "");
+        const tip = s("title");
+        tip.textContent = `${u.name}: ${scope.count[side].toLocaleString("en-US")} nodes` + (conv ? `, ${convertedText(side, conv)}` : "");
+        ng.appendChild(tip);
         ng.appendChild(sub);
         ng.appendChild(s("text", { x: b.w - 14, y: 15, class: "expander" })).textContent = "+";
       } else {
@@ -327,7 +331,8 @@ export class SideBySide {
       const top = Math.min(...marks.map((m) => m.y));
       const near = marks.filter((m) => m.y <= top + (body.clientHeight || 400) / k);
       const cx = near.reduce((a, m) => a + m.x, 0) / near.length;
-      this.t = { k, x: w / 2 - cx * k, y: 24 - top * k };
+      // A little room above the topmost mark for the titles of the scopes around it.
+      this.t = { k, x: w / 2 - cx * k, y: 44 - top * k };
     }
     this.applyTransform();
   }

@@ -18,6 +18,9 @@ export class CandidateTable {
   private totals: HTMLElement;
   private headCheck: HTMLInputElement;
   private shown: Candidate[] = [];
+  private tableEl: HTMLTableElement;
+  private resize: ResizeObserver | null = null;
+  private elideFrame = 0;
 
   constructor(private onChange: () => void) {
     this.roleFilter = h("select.in", { "aria-label": "Filter by role", on: { change: () => this.renderRows() } });
@@ -42,7 +45,9 @@ export class CandidateTable {
         this.totals,
       ),
       h("div.table-wrap", null,
-        h("table.dense.cand-table", null,
+        this.tableEl = h("table.dense.cand-table", null,
+          h("colgroup", null, ...["c-inc", "c-name", "c-role", "c-train", "c-shape", "c-dtype", "c-params", "c-bytes", "c-var", "c-reason"]
+            .map((c) => h("col", { class: c }))),
           h("thead", null, h("tr", null,
             h("th.c-inc", null, this.headCheck),
             h("th", null, "Const"),
@@ -52,17 +57,47 @@ export class CandidateTable {
             h("th", null, "dtype"),
             h("th.num", null, "Params"),
             h("th.num", null, "Bytes"),
-            h("th", null, "Variable name"),
+            h("th.c-var", null, "Variable name"),
             h("th", null, "Reason"),
           )),
           this.tbody,
         ),
       ),
     );
+    // Names are elided in the middle to fit their column (the end of a TF name is what tells layers apart).
+    if (typeof ResizeObserver !== "undefined") {
+      this.resize = new ResizeObserver(() => this.scheduleElide());
+      this.resize.observe(this.tableEl);
+    }
+  }
+
+  private scheduleElide(): void {
+    if (this.elideFrame) return;
+    this.elideFrame = requestAnimationFrame(() => { this.elideFrame = 0; this.elide(); });
+  }
+
+  /** Fits every name cell's text to its column: "MobilenetV2/expa…/depthwise_weights", full name on hover. */
+  private elide(): void {
+    const first = this.tbody.querySelector("td.c-name") as HTMLElement | null;
+    if (!first) return;
+    const charW = measureChar(first);
+    for (const cls of ["c-name", "c-var"]) {
+      const cells = this.tbody.querySelectorAll<HTMLElement>(`td.${cls}`);
+      if (!cells.length) continue;
+      const width = cells[0].clientWidth - 12;
+      const n = Math.max(6, Math.floor(width / charW));
+      cells.forEach((td) => {
+        const full = td.dataset.full ?? "";
+        const text = middleEllipsis(full, n);
+        if (td.textContent !== text) td.textContent = text;
+      });
+    }
   }
 
   setInspection(ins: Inspection): void {
     this.candidates = ins.candidates ?? [];
+    // The variable name column only when some name differs from its constant's.
+    this.tableEl.classList.toggle("same-names", this.candidates.every((c) => !c.variable_name || c.variable_name === c.name));
     this.include = new Set(this.candidates.filter((c) => c.recommended).map((c) => c.name));
     this.trainable = new Map(this.candidates.map((c) => [c.name, !!c.trainable]));
     const roles = [...new Set(this.candidates.map((c) => c.role))].sort();
@@ -71,6 +106,14 @@ export class CandidateTable {
       ...roles.map((r) => h("option", { value: r }, `${r} (${this.candidates.filter((c) => c.role === r).length})`)),
     );
     this.textFilter.value = "";
+    this.renderRows();
+  }
+
+  /** Shows the selection a conversion was made with (names not in this inspection are ignored). */
+  applySelection(only: string[], trainable: Record<string, boolean> | undefined): void {
+    const known = new Set(this.candidates.map((c) => c.name));
+    this.include = new Set(only.filter((n) => known.has(n)));
+    for (const [n, t] of Object.entries(trainable ?? {})) if (known.has(n)) this.trainable.set(n, !!t);
     this.renderRows();
   }
 
@@ -111,6 +154,7 @@ export class CandidateTable {
       replace(this.tbody, ...this.shown.map((c) => this.row(c)));
     }
     this.renderTotals();
+    this.scheduleElide();
   }
 
   private row(c: Candidate): HTMLElement {
@@ -124,14 +168,14 @@ export class CandidateTable {
     });
     const tr = h("tr", { "data-name": c.name, class: this.include.has(c.name) ? "" : "off" },
       h("td.c-inc", null, inc),
-      h("td.mono.c-name", { title: c.tensor ?? c.name }, c.name),
+      h("td.mono.c-name", { title: c.variable_name && c.variable_name !== c.name ? `${c.name}\n→ variable ${c.variable_name}` : c.name, "data-full": c.name }, c.name),
       h("td", null, h("span.role", { "data-role": c.role }, c.role)),
       h("td.c-train", null, h("label.switch", null, train, h("span.slider"))),
       h("td.mono", null, fmtShape(c.shape)),
       h("td.mono", null, c.dtype),
       h("td.num", null, fmtInt(c.size)),
       h("td.num", null, fmtBytes(c.nbytes)),
-      h("td.mono.c-var", { title: c.variable_name }, c.variable_name),
+      h("td.mono.c-var", { title: c.variable_name, "data-full": c.variable_name }, c.variable_name),
       h("td.reason", { title: [c.reason, c.recommendation].filter(Boolean).join("\n") },
         c.recommended ? "" : h("span.warn", null, "not recommended · "), c.reason),
     );
@@ -152,4 +196,25 @@ export class CandidateTable {
       h("span.total", { "data-total": "bytes" }, h("b", null, fmtBytes(bytes))),
     );
   }
+}
+
+/** "abcdefghij" → "abc…hij" in `n` characters, keeping more of the end (where TF names differ). */
+export function middleEllipsis(text: string, n: number): string {
+  if (text.length <= n) return text;
+  const keep = Math.max(2, n - 1);
+  const head = Math.floor(keep * 0.4);
+  return text.slice(0, head) + "…" + text.slice(text.length - (keep - head));
+}
+
+let charWidth = 0;
+function measureChar(cell: HTMLElement): number {
+  if (charWidth) return charWidth;
+  const probe = document.createElement("span");
+  probe.style.cssText = "position:absolute;visibility:hidden;white-space:pre";
+  probe.textContent = "0".repeat(40);
+  cell.appendChild(probe);
+  const w = probe.getBoundingClientRect().width / 40;
+  probe.remove();
+  if (w > 0) charWidth = w;
+  return w || 7.2;
 }
