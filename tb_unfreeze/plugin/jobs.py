@@ -2,6 +2,10 @@
 
 TensorBoard serves requests from its own threads; a conversion takes seconds to minutes, so it runs here and
 the HTTP layer only submits and reads. A model with a queued or running job refuses a second one (409).
+
+The conversions themselves run in a warm child process (`tb_unfreeze.worker`): the runner starts it, through
+`warm_up`, the first time the tab asks about jobs (the model list shows each model's job), i.e. when the tab is first
+opened, not when TensorBoard starts; by the first click on Convert, TensorFlow is already imported.
 """
 
 from __future__ import annotations
@@ -60,11 +64,22 @@ class Job:
 RunFn = Callable[[Job, Callable[[str, float], None]], dict]
 
 
-class JobRunner:
-    """Runs jobs with `run` on `workers` daemon threads (started on first submit); keeps the last `keep` jobs."""
+def _start_conversion_worker() -> None:
+    from tb_unfreeze.worker import warm_up  # noqa: PLC0415 (no TensorFlow here: it starts a child that imports it)
 
-    def __init__(self, run: RunFn, workers: int = 1, keep: int = 200) -> None:
+    warm_up()
+
+
+class JobRunner:
+    """Runs jobs with `run` on `workers` daemon threads (started on first submit); keeps the last `keep` jobs.
+
+    `warm_up` (default: start the warm conversion worker) is called once, on the first `active`, `list` or `submit`
+    (the first /models, /jobs or /convert request); None turns it off."""
+
+    def __init__(self, run: RunFn, workers: int = 1, keep: int = 200,
+                 warm_up: Callable[[], None] | None = _start_conversion_worker) -> None:
         self._run = run
+        self._warm_up = warm_up
         self._workers = workers
         self._keep = keep
         self._jobs: dict[str, Job] = {}
@@ -72,8 +87,18 @@ class JobRunner:
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
 
+    def warm(self) -> None:
+        """Get the conversion worker ready (once; cheap: it only starts a child process)."""
+        warm_up, self._warm_up = self._warm_up, None
+        if warm_up is not None:
+            try:
+                warm_up()
+            except Exception:  # a conversion will start its own worker; the listing must not fail
+                logger.exception("unfreeze: starting the conversion worker failed")
+
     def submit(self, model_id: str, params: dict, client: dict | None = None) -> Job:
         """Queue a conversion; BusyError (409) if this model already has one queued or running."""
+        self.warm()
         with self._lock:
             busy = self._active_locked(model_id)
             if busy is not None:
@@ -100,10 +125,12 @@ class JobRunner:
 
     def list(self) -> list[Job]:
         """All kept jobs, newest first."""
+        self.warm()
         with self._lock:
             return sorted(self._jobs.values(), key=lambda j: j.created, reverse=True)
 
     def active(self, model_id: str) -> Job | None:
+        self.warm()  # the model list asks this for every model: the tab is open
         with self._lock:
             return self._active_locked(model_id)
 
