@@ -44,8 +44,9 @@ from tb_unfreeze.verify import run_frozen as _run_frozen_uncached
 _LOG = logging.getLogger(__name__)
 
 UNKNOWN_DIM = 2  # the first size tried for unknown dimensions (today's behaviour)
-RUN_TIMEOUT_S = 60.0  # one attempt (a scalar like MTCNN's `factor` >= 1 can make a while loop run forever)
-TOTAL_BUDGET_S = 120.0  # all attempts together
+FIRST_RUN_TIMEOUT_S = 900.0  # the first run also pays for Grappler on the whole graph (VGG16: ~35 s)
+RUN_TIMEOUT_S = 60.0  # each later attempt, at least (a scalar like MTCNN's `factor` >= 1 can loop forever)
+TOTAL_BUDGET_S = 120.0  # all later attempts together, at least
 MAX_ATTEMPTS = 160
 
 # (batch, other) sizes for the dimensions still unknown, in the order tried.
@@ -781,9 +782,10 @@ def _attempts(plans: list[_Plan]):
 def _search(tf, runner, plans, probes, defaults, graph_def, fetches, seed):
     started = time.monotonic()
     last_error, fallback, tried = None, None, 0
+    run_timeout, budget = FIRST_RUN_TIMEOUT_S, FIRST_RUN_TIMEOUT_S
     for (batch, size), combo, variant in _attempts(plans):
         elapsed = time.monotonic() - started
-        if tried >= MAX_ATTEMPTS or elapsed > TOTAL_BUDGET_S:
+        if tried >= MAX_ATTEMPTS or elapsed > budget:
             break
         rng = np.random.default_rng(seed)
         values = dict(probes)
@@ -796,12 +798,18 @@ def _search(tf, runner, plans, probes, defaults, graph_def, fetches, seed):
                 )
             values[plan.inp.name] = value
         tried += 1
+        attempt_started = time.monotonic()
         try:
-            outputs = runner.run({**values, **defaults}, min(RUN_TIMEOUT_S, TOTAL_BUDGET_S - elapsed + 1))
+            outputs = runner.run({**values, **defaults}, min(run_timeout, budget - elapsed + 1))
         except (tf.errors.OpError, ValueError, TypeError) as e:
             last_error = e
             _LOG.debug("probe attempt %d (%s) rejected: %s", tried, describe(values), _first_line(e))
             continue
+        finally:
+            if tried == 1:  # later attempts may take a few times what the first took, on a graph this size
+                first = time.monotonic() - attempt_started
+                run_timeout = max(RUN_TIMEOUT_S, 5 * first)
+                budget = first + max(TOTAL_BUDGET_S, 10 * first)
         if not _degenerate(outputs) or tried >= MAX_ATTEMPTS:
             return _accept(values, probes, plans, outputs, defaults, graph_def, fetches)
         if fallback is None:

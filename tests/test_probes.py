@@ -291,6 +291,17 @@ def test_defaults_are_fed_when_confirming(real_model):
     path = real_model("tf2onnx_lstm.pb")
     feed, defaults, fetches = _io(path)
     assert defaults == {"keep_prob": 1.0}
-    made = probes.make_probes(feed, None, _graph_def(path), fetches)
+    graph_def = _graph_def(path)
+    made = probes.make_probes(feed, None, graph_def, fetches)
     assert set(made) == {"X"}
     assert os.path.basename(path) == "tf2onnx_lstm.pb"
+    # conversion's call right after (its defaults are the same knobs): answered from the confirming run
+    calls = []
+    real = probes._run_frozen_uncached
+    probes._run_frozen_uncached = lambda *a: calls.append(a) or {}
+    try:
+        cached = probes.run_frozen(graph_def, made, fetches, defaults)
+    finally:
+        probes._run_frozen_uncached = real
+    assert not calls
+    np.testing.assert_array_equal(cached["output:0"], run_frozen(graph_def, made, fetches, defaults)["output:0"])
