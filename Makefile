@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser demo lint test bench frontend
+.PHONY: setup browser demo lint frontend-check test bench frontend
 
 $(STAMP): setup.py
 	$(PY) -m venv $(VENV)
@@ -25,8 +25,13 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# The tab's typecheck, its Node tests and the committed bundle against a fresh build (installs Node when missing).
+frontend-check:
+	.ci/frontend-check
+
 test: setup browser
 	$(BIN)/ruff check .
+	.ci/frontend-check
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q tests
 
 bench: setup
