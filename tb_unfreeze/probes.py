@@ -166,7 +166,7 @@ def _const_value(tensor, depth: int = 8):
             return None
     try:
         return tensor_util.constant_value(tensor)  # Shape of a static shape, Pack of constants, ...
-    except Exception:  # noqa: BLE001 - constant_value is best effort
+    except Exception:  # constant_value is best effort
         return None
 
 
@@ -260,11 +260,11 @@ def _function_arg(op, slot: int):
         from tensorflow.python.framework.function_def_to_graph import function_def_to_graph  # noqa: PLC0415
 
         name = op.get_attr("f").name
-        fdef = op.graph._get_function(name).cached_definition  # noqa: SLF001 - the only way to the FunctionDef
+        fdef = op.graph._get_function(name).cached_definition  # the only way to the FunctionDef
         shapes = [t.shape for t in op.inputs]
         func_graph = function_def_to_graph(fdef, input_shapes=shapes)
         return func_graph.inputs[slot]
-    except Exception:  # noqa: BLE001 - best effort: a hint less
+    except Exception:  # best effort: a hint less
         return None
 
 
@@ -675,7 +675,7 @@ def _implicit_defaults(graph_def, known: set) -> dict:
         for i in find_inputs(GraphIndex(light)):
             if i.name not in known and i.default is not None and i.kind in ("dropout_keep_prob", "learning_phase"):
                 defaults[i.name] = i.default
-    except Exception:  # noqa: BLE001 - the analysis module is being reworked: fall back on names
+    except Exception:  # the analysis module is being reworked: fall back on names
         for node in graph_def.node:
             if node.op != "Placeholder" or node.name in known:
                 continue

@@ -29,7 +29,7 @@ CUSTOM_OPS = {"deepmd_deeppot.pbtxt"}
 
 
 def _graph_def(path: str):
-    from google.protobuf import text_format  # noqa: PLC0415
+    from google.protobuf import text_format
 
     graph_def = tf.compat.v1.GraphDef()
     with open(path, "rb") as f:
@@ -39,7 +39,7 @@ def _graph_def(path: str):
     else:
         graph_def.ParseFromString(data)
     try:  # what conversion does to the graph before probing it (a tf.data input pipeline becomes placeholders)
-        from tb_unfreeze.pipeline import cut_input_pipeline  # noqa: PLC0415
+        from tb_unfreeze.pipeline import cut_input_pipeline
     except ImportError:
         return graph_def
     cut_input_pipeline(graph_def)
@@ -235,7 +235,7 @@ def test_png_and_raw_inputs(tmp_path):
 
 
 def _freeze_keras(model, spec, path, strip_shape=False) -> str:
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2  # noqa: PLC0415
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     fn = tf.function(lambda x: model(x, training=False))
     frozen = convert_variables_to_constants_v2(fn.get_concrete_function(spec))
