@@ -144,6 +144,7 @@ class _Worker:
         self.ready: dict | None = None
         self.conversions = 0
         self.rss_mb: float | None = None
+        self._io = threading.Lock()  # one reader of the child's output at a time
 
     @property
     def pid(self) -> int:
@@ -161,8 +162,22 @@ class _Worker:
             if isinstance(record, dict):
                 yield record
 
+    def wait_ready(self) -> dict | None:
+        """Block until the child has imported TensorFlow (its `ready` line); None if it exited first."""
+        with self._io:
+            if self.ready is None and self.warm:
+                for record in self._records():
+                    if "ready" in record:
+                        self.ready = record["ready"]
+                        break
+            return self.ready
+
     def run(self, request: dict, progress: Callable | None, timeout: float | None) -> dict:
         """Send one request and read until its `result` or `error`; {} when the child died first."""
+        with self._io:
+            return self._run(request, progress, timeout)
+
+    def _run(self, request: dict, progress: Callable | None, timeout: float | None) -> dict:
         # A conversion stuck inside TensorFlow must not hold the caller forever: kill the child at the deadline.
         watchdog = threading.Timer(timeout, self.kill) if timeout else None
         if watchdog:
@@ -295,6 +310,13 @@ class WorkerPool:
             worker.close()
             if worker.warm:
                 self.warm_up()  # the next conversion finds a warm worker again
+
+    def wait_ready(self) -> dict | None:
+        """Block until the waiting worker has imported TensorFlow; its `ready` record (pid, import_seconds,
+        rss_mb), or None when no worker is waiting (benchmarks and tests)."""
+        with self._lock:
+            worker = self._idle[0] if self._idle else None
+        return worker.wait_ready() if worker is not None else None
 
     def stats(self) -> dict:
         with self._lock:

@@ -29,13 +29,11 @@ def pool(monkeypatch):
     pool.shutdown()
 
 
-def _wait_ready(pool: W.WorkerPool, timeout: float = 120) -> W._Worker:
-    """The waiting worker, once it has said `ready` (read here the way `run` reads it)."""
+def _wait_ready(pool: W.WorkerPool) -> W._Worker:
+    """The waiting worker, once it has said `ready`."""
     worker = pool._idle[0]
-    deadline = time.monotonic() + timeout
-    line = worker.proc.stdout.readline()  # blocks until TensorFlow is imported
-    assert time.monotonic() < deadline and '"ready"' in line, line + worker.stderr_tail()
-    worker.ready = __import__("json").loads(line)["ready"]
+    assert pool.wait_ready() is not None, worker.stderr_tail()
+    assert worker.ready["pid"] == worker.pid
     return worker
 
 
