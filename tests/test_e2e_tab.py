@@ -9,6 +9,7 @@ A screenshot of the tab is saved to tests/artifacts/unfreeze_tab.png.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -30,6 +31,9 @@ MODEL = "tf2onnx_fc_layers.pb"
 # A second model, listed first, so that picking MODEL (by click or by URL) is something the test can see.
 OTHER = ("tf2onnx_regression.pb", "a_regression.pb")
 LEFT_OUT = "pred/bias"
+REAL = "rranddom_doc_localisation_mnv2.pb"
+BIG = "od_api_ssd_mobilenet_visionkit.pb"
+READABLE_PX = 9
 ARTIFACTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "artifacts")
 CONVERT_TIMEOUT_S = 240
 
@@ -51,13 +55,13 @@ def _get_json(url: str):
         return json.loads(r.read())
 
 
-@pytest.fixture
-def tensorboard(tmp_path, real_model):
-    """A real TensorBoard on a fresh logdir holding one real frozen graph; yields its base URL."""
+@contextlib.contextmanager
+def _serve(tmp_path, real_model, files: dict[str, str]):
+    """A real TensorBoard on a fresh logdir holding real frozen graphs ({shared model: name in the logdir})."""
     logdir = tmp_path / "logdir"
     logdir.mkdir()
-    shutil.copy(real_model(MODEL), logdir / MODEL)
-    shutil.copy(real_model(OTHER[0]), logdir / OTHER[1])
+    for source, name in files.items():
+        shutil.copy(real_model(source), logdir / name)
     port = _free_port()
     cmd = [installed_command("tensorboard")]
     log = open(tmp_path / "tensorboard.log", "wb")
@@ -90,6 +94,20 @@ def tensorboard(tmp_path, real_model):
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture
+def tensorboard(tmp_path, real_model):
+    """A real TensorBoard on a fresh logdir holding a small real frozen graph and another one listed first."""
+    with _serve(tmp_path, real_model, {MODEL: MODEL, OTHER[0]: OTHER[1]}) as base:
+        yield base
+
+
+@pytest.fixture
+def tensorboard_real(tmp_path, real_model):
+    """A real TensorBoard on MobileNetV2 (1,083 nodes, 262 variables) and a 3,185-node detection graph."""
+    with _serve(tmp_path, real_model, {REAL: REAL, BIG: BIG}) as base:
+        yield base
 
 
 @pytest.fixture
@@ -271,3 +289,85 @@ def test_unfreeze_tab_converts_and_shows_both_graphs(tensorboard, browser):
             page2.wait_for_timeout(400)
             page2.screenshot(path=os.path.join(ARTIFACTS, f"unfreeze_tab_{width}_{scheme}.png"))
         page2.close()
+
+
+def _post_json(url: str, body: dict) -> dict:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def _label_px(frame, side: str, selector: str = ".node.converted text.label") -> list[float]:
+    """Rendered size (px) of the labels matching `selector` on one side: font size times the pane's zoom."""
+    return frame.locator(f'.gv-svg[data-side="{side}"] {selector}').evaluate_all(
+        "els => els.map(t => parseFloat(getComputedStyle(t).fontSize)"
+        " * new DOMMatrix(getComputedStyle(t.ownerSVGElement).transform).a)")
+
+
+def test_real_models_side_by_side_counts_weights_and_an_unverified_result(tensorboard_real, browser):
+    """MobileNetV2 converted without verification (as a script or another client may do), then looked at in the tab;
+    and a 3,185-node detection graph opened before any conversion."""
+    api = tensorboard_real + "/data/plugin/unfreeze"
+    job = _post_json(api + "/convert", {"model": REAL, "verify": False})["job"]
+    deadline = time.time() + CONVERT_TIMEOUT_S
+    while True:
+        state = _get_json(api + f"/jobs?id={job['id']}")["job"]
+        if state["state"] in ("done", "failed") or time.time() > deadline:
+            break
+        time.sleep(1)
+    assert state["state"] == "done", state
+    manifest = _get_json(api + "/manifest?model=" + urllib.parse.quote(REAL, safe=""))
+    variables = manifest["totals"]["variables"]
+    assert variables > 200
+
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(tensorboard_real + f"/#unfreeze&unfreeze_model={urllib.parse.quote(REAL, safe='')}")
+    frame = _plugin_frame(page)
+
+    # Not verified is said as such everywhere, never as plain success; the tab offers to verify.
+    item = frame.locator(f'li.model[data-model="{REAL}"]')
+    expect(item.locator(".chip")).to_have_attribute("data-verification", "not_verified", timeout=60_000)
+    expect(frame.locator(".result .verdict .chip.verification")).to_have_attribute("data-status", "not_verified")
+    expect(frame.locator(".result .verdict button.reverify")).to_be_visible()
+    chip_bg = item.locator(".chip").evaluate("e => getComputedStyle(e).backgroundColor")
+    assert chip_bg != "rgb(232, 245, 233)", "a not-verified result must not be green"
+
+    # Counts in both panes equal the manifest's; one node per variable.
+    for side in ("frozen", "unfrozen"):
+        expect(frame.locator(f'.gv-pane[data-side="{side}"] .gv-pane-stats')).to_have_attribute(
+            "data-converted", str(variables), timeout=60_000)
+    assert not frame.locator('.gv-svg[data-side="unfrozen"] [data-id$="/Read/ReadVariableOp"]').count()
+
+    # The default view is readable on both sides: converted boxes drawn with labels of 9 px or more.
+    for side in ("frozen", "unfrozen"):
+        sizes = _label_px(frame, side)
+        assert sizes and min(sizes) >= READABLE_PX, (side, sizes[:5])
+    page.wait_for_timeout(300)
+    frame.locator('[data-section="compare"]').evaluate("e => e.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(400)
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    page.screenshot(path=os.path.join(ARTIFACTS, "unfreeze_mnv2_1280.png"))
+
+    # A converted node's panel shows its weight: numbers and a histogram.
+    frame.locator('.gv-svg[data-side="unfrozen"] .node.converted').first.click()
+    expect(frame.locator(".gv-details .gv-hist rect.bar").first).to_be_attached(timeout=15_000)
+    expect(frame.locator(".gv-details .gv-w")).to_contain_text("min / max")
+
+    # The unfrozen "Open in Graphs" link names the unfrozen run.
+    href = frame.locator('.gv-pane[data-side="unfrozen"] .gv-run-link').get_attribute("href")
+    assert href.endswith("#graphs&run=" + urllib.parse.quote(f"unfreeze/{REAL}/unfrozen", safe=""))
+
+    # A 3,185-node graph before conversion: laid out (in the worker) and readable as it opens, not a sliver.
+    page.set_viewport_size({"width": 1920, "height": 1080})
+    frame.locator(f'li.model[data-model="{BIG}"]').click()
+    expect(frame.locator(".gv-status")).to_contain_text("3,185 nodes", timeout=60_000)
+    expect(frame.locator(".gv-status")).to_contain_text("(worker)")
+    sizes = _label_px(frame, "frozen", ".node text.label")
+    assert sizes and min(sizes) >= READABLE_PX, sizes[:5]
+    frame.locator('[data-section="compare"]').evaluate("e => e.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(400)
+    page.screenshot(path=os.path.join(ARTIFACTS, "unfreeze_big_graph_1920.png"))
+    assert not errors, errors

@@ -154,7 +154,7 @@ export const api = {
   graph: (model: string, which: "frozen" | "unfrozen") => get<GraphData>(`./graph?model=${q(model)}&which=${which}`),
   manifest: (model: string) => get<Manifest>(`./manifest?model=${q(model)}`),
   weights: (model: string, node: string) => get<WeightStats>(`./weights?model=${q(model)}&node=${q(node)}`),
-  async convert(body: { model: string; only: string[]; trainable: Record<string, boolean>; verify: boolean }): Promise<{ job: Job }> {
+  async convert(body: { model: string; only: string[]; trainable: Record<string, boolean>; verify: boolean; outputs?: string[] }): Promise<{ job: Job }> {
     const r = await fetch("./convert", {
       method: "POST",
       headers: { "Content-Type": "application/json", "X-XSRF-Protected": "1" },

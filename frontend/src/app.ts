@@ -288,7 +288,9 @@ export class App {
     const result = this.job?.state === "done" && this.job.result ? this.job.result : model?.latest?.ok ? model.latest.result : null;
     if (this.manifest || result) {
       const stale = model?.stale ? h("div.warn", null, "The model file changed after this conversion; convert again to refresh it.") : null;
-      replace(this.result, stale, resultPanel(resultFacts(this.manifest, result), this.inspection));
+      replace(this.result, stale, resultPanel(resultFacts(this.manifest, result), this.inspection, {
+        reverify: (outputs) => void this.convert(outputs ? { outputs } : {}),
+      }));
     } else if (model?.latest && !model.latest.ok) {
       replace(this.result, h("div.err", null, `The latest conversion failed: ${model.latest.error ?? "no message"}`));
     }
@@ -324,12 +326,12 @@ export class App {
     this.convertBtn.textContent = busy ? "Converting…" : `Convert ${n} constant${n === 1 ? "" : "s"}`;
   }
 
-  private async convert(): Promise<void> {
+  private async convert(extra: { outputs?: string[] } = {}): Promise<void> {
     if (!this.selected) return;
     const sel = this.table.selection();
     replace(this.convertMsg);
     try {
-      const { job } = await api.convert({ model: this.selected, only: sel.only, trainable: sel.trainable, verify: true });
+      const { job } = await api.convert({ model: this.selected, only: sel.only, trainable: sel.trainable, verify: true, ...extra });
       this.job = { ...job, state: job.state ?? "queued", model: job.model ?? this.selected };
       this.showJob();
       void this.pollJob(this.loadToken);

@@ -122,6 +122,8 @@ export class SideBySide {
       if (l) a.href = l.href;
     }
     this.layoutKey = `${key}|${++this.dataSeq}`;
+    // Before any conversion the frozen graph gets the room; the unfrozen pane only says it is not there yet.
+    this.el.classList.toggle("single", !this.graph.hasSide.unfrozen);
     this.expanded = this.graph.defaultExpansion(VISIBLE_BUDGET);
     this.selected = null;
     this.expandAllBtn.disabled = this.graph.nodes.size > EXPAND_ALL_LIMIT;
@@ -223,7 +225,7 @@ export class SideBySide {
           const tag = s("text", { x: b.w - 5, y: 17, class: "tag", "text-anchor": "end" });
           tag.textContent = conv ? CONVERTED_TAG[side] : "changed";
           ng.appendChild(tag);
-        } else if (op && op.length <= 12 && op !== label.textContent) {
+        } else if (op && op.length <= 12 && op !== label.textContent && (label.textContent ?? "").length + op.length <= 19) {
           const tag = s("text", { x: b.w - 5, y: 17, class: "op", "text-anchor": "end" });
           tag.textContent = op;
           ng.appendChild(tag);

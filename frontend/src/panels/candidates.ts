@@ -81,23 +81,18 @@ export class CandidateTable {
     const first = this.tbody.querySelector("td.c-name") as HTMLElement | null;
     if (!first) return;
     const charW = measureChar(first);
-    for (const cls of ["c-name", "c-var"]) {
-      const cells = this.tbody.querySelectorAll<HTMLElement>(`td.${cls}`);
-      if (!cells.length) continue;
-      const width = cells[0].clientWidth - 12;
-      const n = Math.max(6, Math.floor(width / charW));
-      cells.forEach((td) => {
-        const full = td.dataset.full ?? "";
-        const text = middleEllipsis(full, n);
-        if (td.textContent !== text) td.textContent = text;
-      });
-    }
+    const n = Math.max(6, Math.floor((first.clientWidth - 12) / charW));
+    this.tbody.querySelectorAll<HTMLElement>("td.c-name [data-full]").forEach((el) => {
+      const full = el.dataset.full ?? "";
+      const text = middleEllipsis(full, n - (el.dataset.indent ? 2 : 0));
+      if (el.textContent !== text) el.textContent = text;
+    });
   }
 
   setInspection(ins: Inspection): void {
     this.candidates = ins.candidates ?? [];
-    // The variable name column only when some name differs from its constant's.
-    this.tableEl.classList.toggle("same-names", this.candidates.every((c) => !c.variable_name || c.variable_name === c.name));
+    // No column for variable names: most are the constant's own name; the few that differ show under it.
+    this.tableEl.classList.add("same-names");
     this.include = new Set(this.candidates.filter((c) => c.recommended).map((c) => c.name));
     this.trainable = new Map(this.candidates.map((c) => [c.name, !!c.trainable]));
     const roles = [...new Set(this.candidates.map((c) => c.role))].sort();
@@ -168,7 +163,10 @@ export class CandidateTable {
     });
     const tr = h("tr", { "data-name": c.name, class: this.include.has(c.name) ? "" : "off" },
       h("td.c-inc", null, inc),
-      h("td.mono.c-name", { title: c.variable_name && c.variable_name !== c.name ? `${c.name}\n→ variable ${c.variable_name}` : c.name, "data-full": c.name }, c.name),
+      h("td.mono.c-name", { title: c.variable_name && c.variable_name !== c.name ? `${c.name}\n→ variable ${c.variable_name}` : c.name },
+        h("div", { "data-full": c.name }, c.name),
+        c.variable_name && c.variable_name !== c.name
+          ? h("div.var-line", null, "→ ", h("span", { "data-full": c.variable_name, "data-indent": "1" }, c.variable_name)) : null),
       h("td", null, h("span.role", { "data-role": c.role }, c.role)),
       h("td.c-train", null, h("label.switch", null, train, h("span.slider"))),
       h("td.mono", null, fmtShape(c.shape)),

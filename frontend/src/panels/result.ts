@@ -158,7 +158,30 @@ async function copyText(text: string, el: HTMLElement): Promise<boolean> {
   }
 }
 
-export function resultPanel(f: ResultFacts, ins: Inspection | null): HTMLElement {
+/** What the tab can do about a result that is not verified: convert again, verifying against chosen outputs. */
+export interface ResultActions {
+  reverify: (outputs: string[] | null) => void;
+}
+
+function remedy(f: ResultFacts, ins: Inspection | null, actions: ResultActions): HTMLElement {
+  const known = (ins?.outputs ?? []).map((o) => o.name);
+  const input = h("input.in.outputs-in", {
+    type: "text", value: known.join(", "), "aria-label": "Outputs to compare",
+    title: "Node names of the outputs the frozen and the unfrozen graph are compared on, comma-separated",
+  });
+  const run = h("button.btn.small.reverify", {
+    on: {
+      click: () => {
+        const names = input.value.split(",").map((x) => x.trim()).filter(Boolean);
+        const same = names.length === known.length && names.every((n, i) => n === known[i]);
+        actions.reverify(names.length && !same ? names : null);
+      },
+    },
+  }, f.status === "failed" ? "Convert again and verify" : "Verify: convert again with verification");
+  return h("div.remedy", null, h("label.lbl", null, "Outputs to compare ", input), run);
+}
+
+export function resultPanel(f: ResultFacts, ins: Inspection | null, actions?: ResultActions): HTMLElement {
   const grad = f.missingGradients;
   const gradText = grad == null ? "—" : grad.length === 0 ? "every trainable variable gets a gradient" : `no gradient for ${grad.length}: ${grad.slice(0, 5).join(", ")}${grad.length > 5 ? "…" : ""}`;
   const status = h("span.chip.verification", { "data-status": f.status }, verificationText(f.status));
@@ -171,7 +194,8 @@ export function resultPanel(f: ResultFacts, ins: Inspection | null): HTMLElement
   };
   return h("div.result", { "data-status": f.status },
     h("div.verdict", { "data-status": f.status }, status, h("span.verdict-text", null, explain[f.status]),
-      f.note && f.status !== "verified" ? h("div.verdict-note", null, f.note) : null),
+      f.note && f.status !== "verified" ? h("div.verdict-note", null, "Verifier's note: ", f.note) : null,
+      actions && (f.status === "not_verified" || f.status === "failed") ? remedy(f, ins, actions) : null),
     h("div.facts", null,
       fact("Variables created", fmtInt(f.variables), "variables"),
       fact("Trainable parameters", fmtInt(f.trainableParams), "trainable"),
