@@ -12,7 +12,7 @@ from tb_unfreeze import roles as R
 from tb_unfreeze.candidates import Candidate, find_candidates
 from tb_unfreeze.graph_index import FLOAT_DTYPES, GraphIndex, attr_dtype, dtype_name, shape_attr, split_input
 from tb_unfreeze.loading import FrozenGraph, load_graph
-from tb_unfreeze.pipeline import cut_input_pipeline
+from tb_unfreeze.pipeline import KNOB_ATTR, cut_input_pipeline, expose_constant_dropout
 
 SCHEMA = "tb_unfreeze.inspect/1"
 _KEEP_PROB = re.compile(r"keep_prob|dropout", re.I)
@@ -26,7 +26,7 @@ class GraphInput:
     shape: list[int] | None  # None: unknown rank
     # "data" (fed), "dropout_keep_prob" / "learning_phase" (knobs with a constant default), "optional" (a
     # PlaceholderWithDefault whose default the graph computes: left unfed, an override), "unused"
-    kind: str
+    kind: str  # (also "dropout_rate": a dropout frozen in training mode, exposed by prepare_graph, default 0)
     default: float | bool | None = None  # the value used when the caller does not feed a knob
 
     @property
@@ -225,6 +225,8 @@ def _with_default(index: GraphIndex, node, dtype, shape) -> tuple[str, float | b
     """A PlaceholderWithDefault is a knob when its default is a constant (learning phase, keep_prob) and an
     optional override when the graph computes it (retrain.py's bottleneck input: feeding it would cut the base
     network off, so it is left unfed)."""
+    if KNOB_ATTR in node.attr and node.attr[KNOB_ATTR].s == b"dropout_rate":
+        return "dropout_rate", 0.0
     source = _through_identities(index, index.producer(node, 0))
     value = _scalar_const_value(source)
     if value is None:
@@ -254,8 +256,11 @@ def find_outputs(index: GraphIndex) -> list[GraphOutput]:
             continue
         if index.consumers(node.name) or index.control_uses.get(node.name):
             continue
-        outputs.append(GraphOutput(node.name, node.op))
         behind = _differentiable_source(index, node)
+        # a thresholded/decoded sink carries no gradient: the model is trained on what feeds it
+        outputs.append(GraphOutput(node.name, node.op, trains=behind is None,
+                                   note="" if behind is None else f"no gradient flows through {node.op}; train on "
+                                   f"'{behind.name}'"))
         if behind is not None and behind.name not in {o.name for o in outputs}:
             outputs.append(GraphOutput(behind.name, behind.op, kind="differentiable"))
     return outputs
@@ -395,7 +400,7 @@ def unregistered_ops(op_types) -> list[str] | None:
 def prepare_graph(graph_def) -> list[str]:
     """What tb_unfreeze does to a frozen graph before anything else (in place): cut a tf.data input pipeline.
     The same on TensorBoard's and TensorFlow's GraphDef classes; returns the notes to show the user."""
-    return cut_input_pipeline(graph_def)
+    return cut_input_pipeline(graph_def) + expose_constant_dropout(graph_def)
 
 
 def inspect_graph(graph: FrozenGraph) -> Inspection:

@@ -171,8 +171,10 @@ def convert(
     if verify:
         step("run frozen graph", 0.1)
         try:
-            probes = V.make_probes(feed_inputs, probe)
-            frozen_out = V.run_frozen(graph.graph_def, probes, fetches, defaults)
+            from tb_unfreeze import probes as P  # noqa: PLC0415 (imports TensorFlow)
+
+            probes = P.make_probes(feed_inputs, probe, graph.graph_def, fetches)
+            frozen_out = P.run_frozen(graph.graph_def, probes, fetches, defaults)
         except V.ProbeError as e:
             verify_note = str(e)
         except (tf.errors.OpError, ValueError) as e:

@@ -19,7 +19,7 @@ import re
 import shutil
 import uuid
 
-from tb_unfreeze.convert_paths import MANIFEST, SAVED_MODEL
+from tb_unfreeze.convert_paths import MANIFEST, SAVED_MODEL, SAVED_MODEL_TF1
 from tb_unfreeze.errors import NotFoundError, OutputDirError, UserError
 from tb_unfreeze.tensorflow_env import import_tensorflow
 
@@ -31,6 +31,8 @@ _CLEAN = re.compile(r"[^A-Za-z0-9_.\-/]")
 
 def _saved_model_dir(path: str) -> str:
     path = os.fspath(path)
+    if os.path.isfile(os.path.join(path, SAVED_MODEL_TF1, "saved_model.pb")):
+        return os.path.join(path, SAVED_MODEL_TF1)  # lowered loops: the TF1 graph, differentiated below
     if os.path.isfile(os.path.join(path, SAVED_MODEL, "saved_model.pb")):
         return os.path.join(path, SAVED_MODEL)
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
@@ -105,6 +107,35 @@ def _rename_functions(graph_def, suffix: str) -> None:
     for gradient in graph_def.library.gradient:
         gradient.function_name = names.get(gradient.function_name, gradient.function_name)
         gradient.gradient_func = names.get(gradient.gradient_func, gradient.gradient_func)
+
+
+def _loop_function(graph_def, in_tensors: list[str], out_tensors: list[str], reads: list[list[str]]):
+    """For graphs with lowered while loops: f(*inputs, *weights) whose TF2 gradient is the TF1 gradient graph
+    (see tb_unfreeze.loop_gradients). Each weight is fed through its first read; the other reads are pointed at it."""
+    from tb_unfreeze import loop_gradients as LG  # noqa: PLC0415
+
+    present = {n.name for n in graph_def.node}
+    first, alias = [], {}
+    for names in reads:
+        names = [n for n in names if n in present]
+        first.append(names[0] if names else None)
+        alias.update({n: names[0] for n in names[1:]})
+    for node in graph_def.node:
+        for i, raw in enumerate(node.input):
+            control = raw.startswith("^")
+            name, _, out = raw.lstrip("^").partition(":")
+            if name in alias:
+                node.input[i] = ("^" if control else "") + alias[name] + (f":{out}" if out else "")
+    fed = [f"{n}:0" for n in first if n is not None]
+    call = LG.differentiable_function(tf, LG.build_gradient_graph(tf, graph_def, in_tensors + fed, [], out_tensors))
+    n_in = len(in_tensors)
+
+    def fn(*args):
+        weights = [w for w, f in zip(args[n_in:], first) if f is not None]
+        return call(*args[:n_in], *weights)
+
+    fn.forward = call.forward
+    return fn
 
 
 class _ValueInitializer(keras.initializers.Initializer):
@@ -183,7 +214,10 @@ class UnfrozenLayer(keras.layers.Layer):
                 input_map.update({f"{name}:0": weight for name in names})
             return tf.import_graph_def(graph_def, input_map=input_map, return_elements=out_tensors, name="model")
 
-        self._fn = tf.compat.v1.wrap_function(graph_fn, in_specs + weight_specs)
+        if (self.manifest or {}).get("loops"):
+            self._fn = _loop_function(graph_def, in_tensors, out_tensors, reads)
+        else:
+            self._fn = tf.compat.v1.wrap_function(graph_fn, in_specs + weight_specs)
         self.built = True
 
     def call(self, inputs):
@@ -198,7 +232,7 @@ class UnfrozenLayer(keras.layers.Layer):
         return dict(zip(self.output_names, outputs))
 
     def compute_output_spec(self, inputs):
-        outs = self._fn.structured_outputs
+        outs = getattr(self._fn, "structured_outputs", None) or self._fn.forward.structured_outputs
         specs = [keras.KerasTensor(t.shape, dtype=t.dtype.name) for t in outs]
         return specs[0] if len(specs) == 1 else dict(zip(self.output_names, specs))
 

@@ -85,3 +85,69 @@ def cut_input_pipeline(graph_def) -> list[str]:
     del graph_def.node[:]
     graph_def.node.extend(kept)
     return notes
+
+
+RANDOM_OPS = frozenset({"RandomUniform", "RandomStandardNormal"})
+_COMPARE = frozenset({"GreaterEqual", "Greater", "Less", "LessEqual"})
+KNOB_ATTR = "_tb_unfreeze_knob"
+
+
+def _scalar_float_const(node) -> bool:
+    if node is None or node.op != "Const":
+        return False
+    tensor = node.attr["value"].tensor
+    return tensor.dtype in (1, 2) and not [d for d in tensor.tensor_shape.dim if d.size != 1]
+
+
+def expose_constant_dropout(graph_def) -> list[str]:
+    """Dropout frozen in training mode with a constant rate makes the graph random: the same input gives other
+    outputs on every run, so nothing can be verified and inference is noisy. Each such rate (a scalar Const that
+    a RandomUniform draw is compared with) becomes a PlaceholderWithDefault of the same name, defaulting to 0
+    (no dropout, deterministic) and marked as a `dropout_rate` knob: the `training` signature feeds the rate."""
+    by_name = {n.name: n for n in graph_def.node}
+    consumers: dict[str, list] = {}
+    for node in graph_def.node:
+        for raw in node.input:
+            consumers.setdefault(split_input(raw)[0], []).append(node)
+    notes = []
+    for node in list(graph_def.node):
+        if node.op not in RANDOM_OPS:
+            continue
+        frontier, depth = [node], 0
+        while frontier and depth < 4:
+            following = []
+            for current in frontier:
+                for user in consumers.get(current.name, []):
+                    if user.op in _COMPARE:
+                        for raw in user.input:
+                            other = by_name.get(split_input(raw)[0])
+                            if _scalar_float_const(other) and KNOB_ATTR not in other.attr:
+                                rate = other.attr["value"].tensor
+                                value = (list(rate.float_val) or list(rate.double_val) or [None])[0]
+                                default = graph_def.node.add()
+                                default.name = f"{other.name}/tb_unfreeze_default"
+                                default.op = "Const"
+                                default.attr["dtype"].type = rate.dtype
+                                default.attr["value"].tensor.dtype = rate.dtype
+                                default.attr["value"].tensor.tensor_shape.CopyFrom(rate.tensor_shape)
+                                if rate.dtype == 2:
+                                    default.attr["value"].tensor.double_val.append(0.0)
+                                else:
+                                    default.attr["value"].tensor.float_val.append(0.0)
+                                original = other.attr["value"].tensor.SerializeToString()
+                                other.op = "PlaceholderWithDefault"
+                                other.ClearField("attr")
+                                other.attr["dtype"].type = rate.dtype
+                                other.attr["shape"].shape.CopyFrom(rate.tensor_shape)
+                                other.attr[KNOB_ATTR].s = b"dropout_rate"
+                                del other.input[:]
+                                other.input.append(default.name)
+                                del original
+                                notes.append(
+                                    f"dropout frozen in training mode: its rate '{other.name}' ({value}) is now an "
+                                    "input defaulting to 0 (no dropout; the frozen graph was random); feed the rate "
+                                    "through the 'training' signature to train with dropout")
+                    elif user.op in ("Mul", "Add", "AddV2", "Identity", "Cast"):
+                        following.append(user)
+            frontier, depth = following, depth + 1
+    return notes

@@ -17,7 +17,7 @@ from tb_unfreeze.analysis import GraphInput, inspect_model
 from tb_unfreeze.errors import ConversionError, NotFoundError, OutputDirError, UserError
 from tb_unfreeze.output_dir import write_file_atomic
 
-from tb_unfreeze.convert_paths import MANIFEST, SAVED_MODEL  # noqa: E402
+from tb_unfreeze.convert_paths import MANIFEST, SAVED_MODEL, SAVED_MODEL_TF1  # noqa: E402
 from tb_unfreeze.tensorflow_env import import_tensorflow
 SIGNATURE = "serving_default"
 
@@ -47,6 +47,9 @@ def locate(saved_model_dir: str) -> tuple[str, dict, str]:
                 raise UserError(f"{manifest_path} is not a readable tb_unfreeze manifest ({e}).") from None
             if not isinstance(manifest, dict) or "signature" not in manifest or "inputs" not in manifest:
                 raise UserError(f"{manifest_path} lacks the inputs and signature of a tb_unfreeze conversion.")
+            tf1_dir = os.path.join(os.path.dirname(manifest_path), SAVED_MODEL_TF1)
+            if os.path.isfile(os.path.join(tf1_dir, "saved_model.pb")):
+                sm_dir = tf1_dir  # graphs with lowered loops: the TF1 graph is the one to freeze
             return sm_dir, manifest, manifest_path
     raise NotFoundError(
         f"{path} holds no SavedModel with a {MANIFEST} beside it; pass a directory written by `tb-unfreeze convert` "
@@ -130,8 +133,10 @@ def refreeze(saved_model_dir: str, output_pb: str, verify: bool = True) -> dict:
     verification: dict = {"performed": False}
     if verify:
         inputs = _graph_inputs(manifest)
-        probes = V.make_probes(inputs, None)
-        reference, _, _ = V.run_saved_model_tf1(sm_dir, manifest["signature"], probes, gradients=False)
+        from tb_unfreeze import probes as P  # noqa: PLC0415
+
+        probes = P.make_probes(inputs, None, frozen, fetches)
+        reference = V.run_saved_model_tf1(sm_dir, manifest["signature"], probes, gradients=False)["outputs"]
         actual = V.run_frozen(frozen, probes, fetches, {})
         outputs = V.compare(reference, actual)
         verification = {

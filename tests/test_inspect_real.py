@@ -117,7 +117,7 @@ def test_candidates_have_documented_keys_and_consistent_values(path, inspected):
             assert c["tensor"] == c["name"] + ":0"
         if c["role"] in ("bn_moving_mean", "bn_moving_variance", "other", "quantized_weight"):
             assert not c["trainable"] or c["evidence"] == "read"
-        elif ins.control_flow != "lowered_v1":
+        else:
             assert c["trainable"], (c["name"], c["role"])
     totals = d["totals"]
     assert totals["candidates"] == len(d["candidates"])
@@ -138,16 +138,56 @@ def test_variable_names_are_readable(path, inspected):
 
 
 @pytest.mark.parametrize("path", REAL)
-def test_lowered_loops_keep_upstream_weights_non_trainable_and_say_why(path, inspected):
-    ins, _, d = inspected(path)
+def test_lowered_loops_train_their_own_weights_and_outputs_say_what_trains(path, inspected):
+    """Loops no longer block training: the loop's own weights (rnn_*) and everything upstream are trainable, every
+    loop is listed, and an output computed through a loop whose gradient cannot be rebuilt says so, with the
+    tensors entering that loop offered as the outputs to train on."""
+    ins, oracle, d = inspected(path)
+    assert d["training_paths"]["tf2_eager"] is True and d["training_paths"]["tf1_session"] is True
     if ins.control_flow != "lowered_v1":
-        assert d["training_paths"]["tf2_eager"] is True
+        assert d["loops"] == []
         return
-    assert d["training_paths"] == {**d["training_paths"], "tf2_eager": False, "tf1_session": True}
-    assert "lower_control_flow=False" in d["training_paths"]["note"]
+    frames = {n.attr["frame_name"].s.decode() for n in oracle.nodes.values() if n.op == "Enter"}
+    assert {lp["frame"] for lp in d["loops"]} == frames
     loop_fed = [c for c in ins.candidates if c.role.startswith("rnn_")]
-    assert loop_fed and not any(c.trainable for c in loop_fed)
-    assert all("lower_control_flow=False" in c.recommendation for c in loop_fed if c.role in TRAINABLE_ROLES)
+    assert all(c.trainable for c in loop_fed)  # (the Object Detection API's loops hold no weights)
+    assert "trains" in d["training_paths"]["note"]
+    for out in d["outputs"]:
+        if not out["trains"]:
+            assert "while loop" in out["note"] or "no gradient flows through" in out["note"]
+    if any(not o["trains"] for o in d["outputs"]):
+        assert any(o["trains"] and o["kind"] == "differentiable" for o in d["outputs"])
+
+
+def test_object_detection_api_graph_trains_on_the_tensors_entering_non_max_suppression(real_model):
+    ins = inspect_model(real_model("od_api_ssd_mobilenet_visionkit.pb"))
+    by_name = {o.name: o for o in ins.outputs}
+    for sink in ("detection_boxes", "detection_scores", "detection_classes", "num_detections"):
+        assert not by_name[sink].trains and "tf.cond" in by_name[sink].note
+    trained = [o for o in ins.outputs if o.trains]
+    assert trained and all(o.name.startswith("Postprocessor/") and o.kind == "differentiable" for o in trained)
+    anchors = [c for c in ins.candidates if c.name.startswith("MultipleGridAnchorGenerator/")]
+    assert anchors and not any(c.recommended for c in anchors)
+    assert not any(c.role == "bn_gamma" for c in anchors), "an anchor multiplier is not a batch-norm scale"
+    weights = [c for c in ins.candidates if c.recommended and c.role in ("kernel", "depthwise_kernel")]
+    assert len(weights) > 20 and all(c.trainable for c in weights)
+
+
+def test_ctc_decoder_output_trains_on_its_logits(real_model):
+    ins = inspect_model(real_model("captcha_cnn5_lstm_ctc.pb"))
+    by_name = {o.name: o for o in ins.outputs}
+    assert by_name["dense_decoded"].kind == "sink" and not by_name["dense_decoded"].trains
+    assert by_name["output/transpose"].kind == "differentiable" and by_name["output/transpose"].trains
+
+
+def test_iterator_fed_graph_gets_placeholders_for_the_iterator_components(real_model):
+    ins = inspect_model(real_model("cnn_tfrecord_iterator_mouth.pb"))
+    fed = [i for i in ins.inputs if i.kind == "data"]
+    assert [i.name for i in fed] == ["IteratorGetNext/component_0", "IteratorGetNext/component_1"]
+    assert fed[1].shape == [-1, 32, 32, 1] and fed[1].dtype == "float"
+    assert ins.notes and "IteratorGetNext" in ins.notes[0]
+    assert not any(n.op.startswith("Iterator") or "Dataset" in n.op for n in ins.graph.graph_def.node)
+    assert [o.name for o in ins.outputs] == ["softmax_tensor"]
 
 
 @pytest.mark.parametrize("path", REAL)
