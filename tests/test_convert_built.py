@@ -338,3 +338,34 @@ def test_unfrozen_layer_after_freezing_in_same_process(tmp_path):
     # The freezer registered its own `while_body` function in this process; the layer must not collide with it.
     layer = ukeras.UnfrozenLayer(str(tmp_path / "out"))
     assert tuple(layer(np.zeros((2, 6, 3), np.float32)).shape) == (2, 2)
+
+
+def _build_noisy_graph(path) -> str:
+    """A dense layer whose output adds unseeded noise (std 0.01: small, but far above float32 round-off): no two
+    runs agree, so no conversion of it can be shown to compute what the frozen graph did."""
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, (None, 4), name="x")
+        w = tf.compat.v1.get_variable("dense/kernel", (4, 3), initializer=tf.compat.v1.ones_initializer(),
+                                      use_resource=False)
+        noise = tf.random.normal((1, 3), stddev=0.01)  # no seed: fresh values every run
+        tf.identity(tf.matmul(x, w) + noise, name="y")
+        with tf.compat.v1.Session(graph=graph) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            frozen = tf.compat.v1.graph_util.convert_variables_to_constants(sess, graph.as_graph_def(), ["y"])
+    return _write(frozen, path)
+
+
+def test_verification_fails_when_outputs_differ(tmp_path):
+    """'verified' is a status the checks can deny: outputs that differ from the frozen graph's are reported failed,
+    the result is still written, and the CLI exits 3 (written, not verified)."""
+    from tb_unfreeze.cli import main as cli_main
+
+    path = _build_noisy_graph(tmp_path / "noisy.pb")
+    manifest = convert(path, tmp_path / "out")
+    ver = manifest["verification"]
+    assert ver["performed"] and ver["passed"] is False and ver["status"] == "failed", ver
+    assert any(not cmp["passed"] for cmp in ver["outputs"].values()), ver["outputs"]
+    assert max(cmp["max_abs_diff"] for cmp in ver["outputs"].values()) > 1e-4  # the noise, not round-off
+    assert os.path.isfile(os.path.join(tmp_path, "out", "saved_model", "saved_model.pb"))
+    assert cli_main(["convert", path, "-o", str(tmp_path / "out2")]) == 3
