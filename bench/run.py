@@ -35,8 +35,9 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def run_child(cmd: list[str], timeout: float = 3600) -> dict:
-    """Run `cmd` in a fresh process; its wall time and its own peak RSS (wait4's ru_maxrss, KB)."""
+def run_child(cmd: list[str], timeout: float = 3600, ok: tuple[int, ...] = (0,)) -> dict:
+    """Run `cmd` in a fresh process; its wall time, its own peak RSS (wait4's ru_maxrss, KB) and exit code (one of
+    `ok`, else RuntimeError with the end of its stderr)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=ENV, cwd=ROOT)
@@ -47,11 +48,11 @@ def run_child(cmd: list[str], timeout: float = 3600) -> dict:
             raise
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
+        if proc.returncode not in ok:
             err.seek(0)
             tail = err.read().decode(errors="replace").strip().splitlines()[-12:]
             raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n" + "\n".join(tail))
-    return {"wall": wall, "maxrss_kb": usage.ru_maxrss}
+    return {"wall": wall, "maxrss_kb": usage.ru_maxrss, "exit": proc.returncode}
 
 
 def run_step(step: str, *args: str) -> dict:

@@ -161,10 +161,98 @@ def step_frontend(path: str, logdir: str, loads: str = "5") -> dict:
     return measure(path, logdir, int(loads))
 
 
+def step_fwdbwd(name: str, batch: str = "2") -> dict:
+    """The floor of any verification: one forward and backward pass of the same Keras model (random weights), loss
+    and gradients of every trainable variable in one tf.function. `seconds` is the first call (tracing, graph
+    optimisation and the run: verification pays this too, once per path); `steady` the median of 3 later calls."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    import keras  # noqa: PLC0415
+
+    from bench import models  # noqa: PLC0415
+
+    spec = models.BY_NAME[name]
+    keras.utils.set_random_seed(0)
+    model = getattr(keras.applications, spec.arg)(weights=None, input_shape=(spec.input_hw, spec.input_hw, 3))
+    x = tf.random.uniform([int(batch), spec.input_hw, spec.input_hw, 3])
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model(x, training=False))
+        return loss, tape.gradient(loss, model.trainable_variables)
+
+    t0 = time.perf_counter()
+    loss, grads = step(x)
+    float(loss)
+    first = time.perf_counter() - t0
+    later = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        float(step(x)[0])
+        later.append(time.perf_counter() - t0)
+    return {"seconds": first, "steady": sorted(later)[1], "variables": len(grads)}
+
+
+def step_plugin_convert(path: str, logdir: str, clicks: str = "2") -> dict:
+    """The tab's path without the browser: TensorBoard's WSGI app with the Unfreeze plugin; GET /models (the tab is
+    opened: the warm worker starts), wait until it has imported TensorFlow (a user reading the candidate table), then
+    POST /convert (verify on, as the tab does) and poll /jobs every 50 ms until done: `clicks` times."""
+    from tensorboard.backend import application  # noqa: PLC0415
+    from tensorboard.plugins import base_plugin  # noqa: PLC0415
+    from werkzeug import test as werkzeug_test  # noqa: PLC0415
+    from werkzeug import wrappers  # noqa: PLC0415
+
+    from tb_unfreeze import worker  # noqa: PLC0415
+    from tb_unfreeze.plugin.plugin import UnfreezePlugin  # noqa: PLC0415
+
+    shutil.rmtree(logdir, ignore_errors=True)
+    os.makedirs(logdir)
+    model_id = os.path.basename(path)
+    try:
+        os.link(path, os.path.join(logdir, model_id))
+    except OSError:
+        shutil.copyfile(path, os.path.join(logdir, model_id))
+    plugin = UnfreezePlugin(base_plugin.TBContext(logdir=logdir, flags=None), scan_interval=0)
+    client = werkzeug_test.Client(application.TensorBoardWSGI([plugin]), wrappers.Response)
+    api = "/data/plugin/unfreeze"
+    t_open = time.perf_counter()
+    assert client.get(f"{api}/models").status_code == 200
+    runs = []
+    for _ in range(int(clicks)):
+        ready = worker.POOL.wait_ready()
+        waited = time.perf_counter() - t_open
+        t0 = time.perf_counter()
+        r = client.post(f"{api}/convert", data=json.dumps({"model": model_id}), content_type="application/json",
+                        headers={"X-XSRF-Protected": "1"})
+        if r.status_code != 200:
+            raise RuntimeError(f"POST /convert: HTTP {r.status_code}: {r.get_data()[:300]!r}")
+        job_id = json.loads(r.get_data())["job"]["id"]
+        steps: list[str] = []
+        while True:
+            job = json.loads(client.get(f"{api}/jobs?id={job_id}").get_data())["job"]
+            if not steps or steps[-1] != job["progress"]["step"]:
+                steps.append(job["progress"]["step"])
+            if job["state"] not in ("queued", "running"):
+                break
+            time.sleep(0.05)
+        seconds = time.perf_counter() - t0
+        if job["state"] != "done":
+            raise RuntimeError(f"conversion through the plugin failed: {job['error']}")
+        manifest = json.loads(client.get(f"{api}/manifest?model={model_id}").get_data())
+        runs.append({"seconds": seconds, "ready": ready, "waited_for_worker": waited, "steps": steps,
+                     "pid": worker.POOL.last_pid, "timings": manifest.get("timings"),
+                     "verified": (job["result"] or {}).get("verification", {}).get("passed")})
+        t_open = time.perf_counter()
+    plugin.stop()
+    worker.POOL.shutdown()
+    return {"seconds": runs[0]["seconds"], "runs": runs}
+
+
 STEPS = {
     "import_tf": step_import_tf, "freeze": step_freeze, "parse": step_parse, "inspect": step_inspect,
     "convert": step_convert, "recipe": step_recipe, "io_floor": step_io_floor, "plugin": step_plugin,
-    "frontend": step_frontend,
+    "frontend": step_frontend, "fwdbwd": step_fwdbwd, "plugin_convert": step_plugin_convert,
 }
 
 

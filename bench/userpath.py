@@ -1,0 +1,183 @@
+"""The user's path, measured: `python -m bench.userpath [--quick] [--vgg16]` (see bench/README.md).
+
+What users get by default is conversion *with* verification, from the library, the CLI or the Unfreeze tab. For
+MobileNetV2 and ResNet50 (VGG16 with --vgg16), in one run, each step in its own fresh process:
+
+- TensorFlow's own freeze of the model (`convert_variables_to_constants_v2` + serialising, as in bench.run);
+- one forward and backward pass of the same Keras model (first call of a tf.function: tracing + the run; the floor
+  of any verification that checks outputs and gradients), and its steady-state time;
+- `tb_unfreeze.convert(..., verify=True)` (TensorFlow imported beforehand, as in bench.run), with its step timings
+  and peak RSS above `import tensorflow`;
+- the `tb-unfreeze convert` process end to end (wall time, TensorFlow import included);
+- the tab without the browser: TensorBoard's WSGI app with the plugin, GET /models (the warm worker starts), wait
+  for the worker, POST /convert, poll /jobs until done (twice: the second click reuses the worker).
+
+Prints medians and the issue's ratios, and replaces the "user's path" section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import re
+import shutil
+import statistics
+import sys
+import time
+
+from bench import models as M
+from bench.run import OUT, ROOT, git_commit, log, machine, run_child, run_step
+
+MODELS = ("MobileNetV2", "ResNet50")
+DOC = os.path.join(ROOT, "docs", "benchmarks.md")
+BEGIN, END = "<!-- userpath:begin -->", "<!-- userpath:end -->"
+
+
+def _median(runs: list[dict], key: str = "seconds") -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def _reps(n: int, what: str, fn) -> list[dict]:
+    runs = []
+    for i in range(n):
+        runs.append(fn())
+        log(f"  {what} [{i + 1}/{n}] {runs[-1].get('seconds', runs[-1]['wall']):.2f} s, "
+            f"peak {runs[-1]['maxrss_kb'] / 1024:.0f} MB")
+    return runs
+
+
+def cli_convert(path: str, out: str) -> dict:
+    exe = shutil.which("tb-unfreeze", path=os.path.dirname(sys.executable)) or shutil.which("tb-unfreeze")
+    cmd = [exe] if exe else [sys.executable, "-m", "tb_unfreeze"]
+    shutil.rmtree(out, ignore_errors=True)
+    # Exit 3: written but not verified (a verification check failed); the work was done, so it is timed too.
+    r = run_child([*cmd, "convert", path, "-o", out, "--replace"], ok=(0, 3))
+    r["seconds"] = r["wall"]
+    return r
+
+
+def bench_model(name: str, reps: int) -> dict:
+    spec = M.BY_NAME[name]
+    big = name == "VGG16"
+    n = 1 if big else reps
+    log(name)
+    r: dict = {"name": name}
+    r["freeze"] = _reps(n, "TF freeze", lambda: run_step("freeze", name, "0" if os.path.exists(spec.path) else "1"))
+    r["bytes"] = os.path.getsize(spec.path)
+    r["fwdbwd"] = _reps(n, "forward+backward (first call)", lambda: run_step("fwdbwd", name))
+    out = os.path.join(OUT, name + "-userpath")
+    r["convert"] = _reps(n, "convert verify=True (library)", lambda: run_step("convert", spec.path, out, "1"))
+    r["cli"] = _reps(n, "tb-unfreeze convert (process)", lambda: cli_convert(spec.path, out + "-cli"))
+    logdir = os.path.join(M.CACHE, "userpath_logdir")
+    r["tab"] = run_step("plugin_convert", spec.path, logdir, "2")
+    for i, click in enumerate(r["tab"]["runs"]):
+        log(f"  tab click {i + 1}: {click['seconds']:.2f} s to done (worker pid {click['pid']}, TensorFlow import "
+            f"{click['ready']['import_seconds'] if click['ready'] else '?'} s before the click)")
+    for d in (out, out + "-cli", logdir):
+        shutil.rmtree(d, ignore_errors=True)
+    return r
+
+
+def _fmt(s: float) -> str:
+    return f"{s:.2f} s"
+
+
+def render(results: dict) -> str:
+    lines = [
+        BEGIN,
+        "## The user's path: convert with verification, the CLI, the tab",
+        "",
+        f"- Date: {results['date']}; commit {results['commit']}; command `{results['command']}` "
+        f"(took {results['elapsed'] / 60:.1f} min); {results['machine']}.",
+        f"- Medians of {results['reps']} runs (VGG16: 1), each step in a fresh process. The 2 cores were shared with "
+        f"other work during the run (load average {results['load'][0]:.1f} at the start, {results['load'][1]:.1f} at "
+        "the end): absolute times are noisy, ratios are of steps measured in the same run.",
+        "- *freeze*: `convert_variables_to_constants_v2` + serialising. *fwd+bwd*: one forward and backward pass of "
+        "the same Keras model on a batch of 2 in a `tf.function` (first call: tracing and graph optimisation "
+        "included, as verification pays them; steady-state call in brackets). *convert+verify*: "
+        "`tb_unfreeze.convert(verify=True)` after `import tensorflow`. *CLI*: the `tb-unfreeze convert` process, "
+        "wall time. *tab*: TensorBoard's WSGI app with the plugin, `GET /models` (starts the warm worker), wait "
+        "until the worker has imported TensorFlow, then `POST /convert` → `/jobs` says done (polled every 50 ms; "
+        "includes writing both graph runs and the history); no browser.",
+        "",
+        "| model | file | freeze | fwd+bwd | convert+verify | ÷ (freeze + fwd+bwd) | target ≤ 2× | CLI process | "
+        "tab, 1st click | tab, 2nd click | tab ÷ convert+verify | peak RSS above `import tensorflow` (÷ file) |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    notes = []
+    for name, r in results["models"].items():
+        freeze, fb, conv = _median(r["freeze"]), _median(r["fwdbwd"]), _median(r["convert"])
+        steady = _median(r["fwdbwd"], "steady")
+        cli = _median(r["cli"])
+        clicks = [c["seconds"] for c in r["tab"]["runs"]]
+        above = statistics.median((c["maxrss_kb"] - c["base_kb"]) / 1024 for c in r["convert"])
+        mb = r["bytes"] / 2**20
+        ratio = conv / (freeze + fb)
+        ok = "met" if ratio <= 2 else "**missed**"
+        lines.append(
+            f"| {name} | {mb:.1f} MB | {_fmt(freeze)} | {_fmt(fb)} ({steady:.2f} s) | {_fmt(conv)} | {ratio:.2f}× | "
+            f"{ok} | {_fmt(cli)} | {_fmt(clicks[0])} | {_fmt(clicks[1]) if len(clicks) > 1 else '–'} | "
+            f"{clicks[0] / conv:.2f}× | {above:.0f} MB ({above / mb:.2f}×) |")
+        timings = sorted(r["convert"], key=lambda c: c["seconds"])[len(r["convert"]) // 2]["timings"]
+        steps = ", ".join(f"{k} {v:.2f}" for k, v in timings.items() if v >= 0.01)
+        notes.append(f"- {name}, convert+verify steps (s, median run): {steps}.")
+        tab = r["tab"]["runs"][0]
+        tab_timings = ", ".join(f"{k} {v:.2f}" for k, v in (tab.get("timings") or {}).items() if v >= 0.01)
+        pids = {c["pid"] for c in r["tab"]["runs"]}
+        notes.append(f"- {name}, tab: TensorFlow imported by the warm worker in "
+                     f"{tab['ready']['import_seconds']:.1f} s before the first click; the conversion's own steps "
+                     f"(s): {tab_timings}; worker {'reused' if len(pids) == 1 else 'replaced'} for the second click.")
+    lines += ["", *notes, ""]
+    lines += ["### Targets", ""] + results.get("analysis", ["(see below)"]) + [END]
+    return "\n".join(lines) + "\n"
+
+
+def write_doc(text: str) -> None:
+    with open(DOC) as f:
+        doc = f.read()
+    if BEGIN in doc and END in doc:
+        doc = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END) + "\n?", lambda _: text, doc, flags=re.S)
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + text
+    with open(DOC, "w") as f:
+        f.write(doc)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.userpath", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="2 runs per step instead of 3")
+    p.add_argument("--reps", type=int, default=None)
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--vgg16", action="store_true", help="also VGG16 (528 MB; minutes and ~8 GB)")
+    p.add_argument("--output", default=DOC, help="'-' to only print")
+    p.add_argument("--json", help="also write the raw results here")
+    args = p.parse_args(argv)
+    reps = args.reps or (2 if args.quick else 3)
+    names = args.models.split(",") + (["VGG16"] if args.vgg16 else [])
+    started = time.time()
+    results = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": git_commit(), "machine": machine(), "reps": reps, "load": [os.getloadavg()[0]],
+        "command": "python -m bench.userpath" + (" --quick" if args.quick else "") + (
+            " --vgg16" if args.vgg16 else ""), "models": {},
+    }
+    for name in names:
+        results["models"][name] = bench_model(name, reps)
+    results["load"].append(os.getloadavg()[0])
+    results["elapsed"] = time.time() - started
+    if args.json:
+        import json  # noqa: PLC0415
+
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    text = render(results)
+    print(text)
+    if args.output != "-":
+        write_doc(text)
+        log(f"updated {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
