@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--probe", metavar="FILE.npz", help="probe inputs for verification, keyed by input name")
     s.add_argument("--no-verify", action="store_true", help="skip output and gradient verification")
     s.add_argument("--replace", action="store_true", help="replace a non-empty output directory")
+    s.add_argument("--dequantize", action="store_true",
+                   help="fully quantized graphs: rewrite QuantizedConv2D/QuantizedMatMul on quint8 weights into float "
+                   "ops on float variables, verified against the quantized outputs")
     s.add_argument("--logdir", help="also log the frozen and unfrozen graphs into this TensorBoard logdir")
     s.add_argument("--json", action="store_true", help="print the manifest as JSON only")
 
@@ -137,7 +140,8 @@ def _cmd_convert(args) -> int:
         bar.start()
     try:
         manifest = convert(args.model, args.output, selection=selection, inputs=args.inputs, outputs=args.outputs,
-                           verify=not args.no_verify, replace=args.replace, probe=args.probe, progress=callback)
+                           verify=not args.no_verify, replace=args.replace, probe=args.probe, progress=callback,
+                           dequantize=args.dequantize)
     finally:
         if bar:
             bar.stop()

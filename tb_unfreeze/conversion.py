@@ -19,6 +19,7 @@ from tb_unfreeze.errors import ConversionError, SelectionError, UnsupportedOpsEr
 from tb_unfreeze.graph_index import const_problem
 from tb_unfreeze.loading import FrozenGraph, load_graph_and_bytes, reparse
 from tb_unfreeze.output_dir import check_output_dir, staged_dir
+from tb_unfreeze.quantized import dequantize_graph, describe_quantization
 from tb_unfreeze.rewrite import rewrite, signature_keys
 from tb_unfreeze.selection import Chosen, Selection, choose
 from tb_unfreeze.tensorflow_env import import_tensorflow
@@ -127,6 +128,7 @@ def convert(
     replace: bool = False,
     probe: str | None = None,
     progress: Progress | None = None,
+    dequantize: bool = False,
 ) -> dict:
     """Turn the chosen constants of a frozen graph into variables and write a verified SavedModel.
 
@@ -139,6 +141,19 @@ def convert(
     out = check_output_dir(source, out_dir, replace)
     # Every check a user's input can fail runs before TensorFlow is imported (seconds, and C++ log lines).
     graph, data = load_graph_and_bytes(source)
+    quantized = describe_quantization(graph.graph_def)
+    if quantized and not dequantize:
+        raise SelectionError(
+            f"{source} is a {quantized.removeprefix('fully quantized graph: ')[:0]}fully quantized graph "
+            f"({quantized.split(': ', 1)[-1].split(';')[0]}): integer ops have no gradient; pass --dequantize to "
+            "rewrite them into float ops on float variables (verified against the quantized outputs within "
+            "quantization tolerance)."
+        )
+    if dequantize:
+        if not quantized:
+            raise SelectionError(f"--dequantize: {source} has no quantized ops (QuantizedConv2D, QuantizedMatMul) "
+                                 "to rewrite; convert it without --dequantize.")
+        graph = dataclasses.replace(graph, graph_def=dequantize_graph(graph.graph_def))
     check_graph(graph)
     inspection = inspect_graph(graph)
     chosen = choose(inspection, selection)
@@ -164,16 +179,21 @@ def convert(
     described = dataclasses.replace(graph, graph_def=None)
     graph = inspection.graph = inspection.index = None
     graph = inspection.graph = reparse(described, data, tf.compat.v1.GraphDef)
+    quantized_def = None
+    if dequantize:  # the same rewrite on TensorFlow's copy; the quantized original is the reference to check
+        quantized_def = graph.graph_def
+        graph.graph_def = dequantize_graph(quantized_def)
     prepare_graph(graph.graph_def)  # the same cuts on TensorFlow's copy (input pipeline)
     del data
     defaults = {i.name: i.default for i in inspection.inputs if i.default is not None and i.kind != "unused"}
-    probes, frozen_out, verify_note = {}, {}, ""
+    probes, frozen_out, verify_note, quantized_out = {}, {}, "", None
     if verify:
         step("run frozen graph", 0.1)
         try:
             from tb_unfreeze import probes as P  # noqa: PLC0415 (imports TensorFlow)
 
-            probes = P.make_probes(feed_inputs, probe, graph.graph_def, fetches)
+            probes = P.make_probes(feed_inputs, probe, quantized_def or graph.graph_def, fetches)
+            quantized_out = P.run_frozen(quantized_def, probes, fetches, defaults) if quantized_def else None
             frozen_out = P.run_frozen(graph.graph_def, probes, fetches, defaults)
         except V.ProbeError as e:
             verify_note = str(e)
@@ -217,6 +237,8 @@ def convert(
                 or "FakeQuantWithMinMaxArgs" in inspection.op_counts,
                 progress=lambda name: step(name, 0.8),
             )
+            if quantized_out is not None:
+                V.check_against_quantized(verification, quantized_out, frozen_out)
         step("write manifest", 0.95)
         manifest = {
             "schema": MANIFEST_SCHEMA,
@@ -226,6 +248,7 @@ def convert(
             "saved_model_tf1": os.path.join(out, SAVED_MODEL_TF1 if loops else SAVED_MODEL),
             "unfrozen_graph": os.path.join(out, UNFROZEN_GRAPH),
             "selection": (selection or Selection()).to_dict(),
+            "dequantized": bool(dequantize),
             "variables": variables,
             "totals": {
                 "variables": len(variables),

@@ -61,13 +61,18 @@ def make_probes(inputs: list[GraphInput], npz: str | None, seed: int = 0) -> dic
     return probes
 
 
+# Outputs must agree within RTOL x max(1, |output|): float32 results of the same graph differ by the order in which
+# TensorFlow's TF1 and TF2 runtimes fuse and reduce (seen: 2e-5 relative after 18 convolutions at 0-255 scale).
+RTOL = 3e-5
+
+
 def tolerance(reference: np.ndarray) -> float:
     scale = float(np.max(np.abs(reference))) if reference.size and np.issubdtype(reference.dtype, np.number) else 0.0
-    return 1e-5 * max(1.0, scale)
+    return RTOL * max(1.0, scale)
 
 
 def compare(reference: dict[str, np.ndarray], actual: dict[str, np.ndarray]) -> dict:
-    """Max absolute difference per output, and whether each is within 1e-5 × max(1, |output|)."""
+    """Max absolute difference per output, and whether each is within RTOL × max(1, |output|)."""
     result = {}
     for name, ref in reference.items():
         got = np.asarray(actual[name])
@@ -350,3 +355,36 @@ def summarize(result: dict, outputs_ok: bool, gradients_ok: bool, checked: int, 
 
 def saved_model_size(path: str) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+# A dequantized graph computes in float what the quantized one computed on 8-bit activations: they differ by the
+# activations' rounding. Accepted: a mean difference within 3% of the output's range and a correlation >= 0.99
+# (measured on TensorFlow's quantized style-transfer graph: 2.1% on random probes, whose negative values the
+# quantized input clamps and the float graph does not; 0.5-1% on 0-255 images).
+QUANTIZED_MEAN_TOLERANCE = 0.03
+QUANTIZED_MIN_CORRELATION = 0.99
+
+
+def check_against_quantized(verification: dict, quantized_out: dict, float_out: dict) -> None:
+    """Add the comparison of the dequantized (float) graph with the quantized original to `verification`."""
+    report = {}
+    for name, ref in quantized_out.items():
+        ref64, got = np.asarray(ref, np.float64).ravel(), np.asarray(float_out[name], np.float64).ravel()
+        if ref64.shape != got.shape or not ref64.size:
+            report[name] = {"passed": False, "note": "shape differs"}
+            continue
+        span = float(np.ptp(ref64)) or 1.0
+        mean = float(np.mean(np.abs(ref64 - got)))
+        corr = float(np.corrcoef(ref64, got)[0, 1]) if np.std(ref64) > 0 and np.std(got) > 0 else 1.0
+        report[name] = {"mean_abs_diff": mean, "max_abs_diff": float(np.max(np.abs(ref64 - got))), "range": span,
+                        "correlation": corr, "passed": mean <= QUANTIZED_MEAN_TOLERANCE * span
+                        and corr >= QUANTIZED_MIN_CORRELATION}
+    verification["quantized_reference"] = {
+        "outputs": report, "tolerance": {"mean_abs_diff_per_range": QUANTIZED_MEAN_TOLERANCE,
+                                         "min_correlation": QUANTIZED_MIN_CORRELATION},
+        "passed": all(r["passed"] for r in report.values()),
+    }
+    if not verification["quantized_reference"]["passed"]:
+        verification.setdefault("problems", []).append(
+            "the dequantized model differs from the quantized original beyond quantization tolerance")
+        verification["status"], verification["passed"] = "failed", False

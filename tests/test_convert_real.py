@@ -229,6 +229,28 @@ def test_quantized_graph_needs_only_and_then_converts(real_model, tmp_path, caps
         assert ops.get(c.name) is None and ops[c.variable_name] == "VarHandleOp"
 
 
+def test_fully_quantized_graph_refused_in_one_line_then_dequantized_and_verified(real_model, tmp_path, capsys):
+    path = real_model("tf_android_stylize_quantized.pb")
+    out = tmp_path / "out"
+    assert cli_main(["convert", path, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "fully quantized" in err and "QuantizedConv2D" in err and "--dequantize" in err
+    assert "Traceback" not in err and not out.exists()
+    manifest = convert(path, out, dequantize=True)
+    ver = manifest["verification"]
+    assert ver["status"] == "verified" and ver["passed"], ver.get("problems")
+    assert ver["quantized_reference"]["passed"]
+    for cmp in ver["quantized_reference"]["outputs"].values():
+        assert cmp["correlation"] >= 0.99 and cmp["mean_abs_diff"] <= 0.03 * cmp["range"]
+    assert len(manifest["variables"]) == 18
+    assert all(v["dtype"] == "float32" and v["trainable"] and v["role"] == "kernel" for v in manifest["variables"])
+    graph_def = tf.compat.v1.GraphDef()
+    with open(out / "unfrozen_graph.pb", "rb") as f:
+        graph_def.ParseFromString(f.read())
+    ops = {n.op for n in graph_def.node}
+    assert "QuantizedConv2D" not in ops and "Conv2D" in ops
+
+
 # --- output directory rules and atomicity (small graph, tmp copy as the source) ---
 
 @pytest.fixture
