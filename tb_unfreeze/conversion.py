@@ -399,17 +399,8 @@ def _build_and_save(tf, rewritten, chosen, values, feed_inputs, defaults, fetche
     if loops:
         from tb_unfreeze import tf2_export as T2  # noqa: PLC0415
 
-        by_key = {key: n for n, key in signature["inputs"].items()}
-        dtypes = {i.name: i.dtype for i in feed_inputs}
-        shapes = {i.name: i.shape for i in feed_inputs}
-        T2.save_native(
-            tf, graph_def,
-            [T2.Tf2Variable(r["variable_name"], final_values[r["variable_name"]], r["trainable"],
-                            read_tensor(r["variable_name"])) for r in records],
-            [T2.Tf2Input(f"{by_key[k]}:0", k, dtypes[by_key[k]], shapes[by_key[k]]) for k in signature["inputs"].values()],
-            [T2.Tf2Input(f"{n}:0", signature_keys([n])[n], "bool" if isinstance(v, bool) else "float", [], v)
-             for n, v in defaults.items()],
-            [(t, key, (trains or {}).get(t, True)) for t, key in signature["outputs"].items()],
-            os.path.join(tmp, SAVED_MODEL),
+        T2.save_native_for(
+            tf, graph_def, records, final_values, [i.to_dict() for i in feed_inputs], signature, defaults,
+            [t for t in fetches if (trains or {}).get(t, True)], os.path.join(tmp, SAVED_MODEL),
         )
     return records

@@ -245,7 +245,8 @@ class UnfrozenLayer(keras.layers.Layer):
             raise OutputDirError(f"{out_dir} is the model being trained; choose another directory.")
         tmp = out_dir + ".tmp-save"
         shutil.rmtree(tmp, ignore_errors=True)
-        target = os.path.join(tmp, SAVED_MODEL)
+        loops = bool((self.manifest or {}).get("loops"))
+        target = os.path.join(tmp, SAVED_MODEL_TF1 if loops else SAVED_MODEL)
         shutil.copytree(self.saved_model, target, ignore=shutil.ignore_patterns("variables"))
         os.makedirs(os.path.join(target, "variables"))
         keys = self._checkpoint_keys()
@@ -254,12 +255,25 @@ class UnfrozenLayer(keras.layers.Layer):
             prefix=os.path.join(target, "variables", "variables"), tensor_names=names,
             shape_and_slices=[""] * len(names), tensors=[keys[n] for n in names],
         )
+        src_graph = os.path.join(os.path.dirname(self.saved_model), "unfrozen_graph.pb")
+        if loops:  # the native TF2 SavedModel again, around the trained values (see tb_unfreeze.tf2_export)
+            from tb_unfreeze import tf2_export  # noqa: PLC0415
+
+            graph_def = tf.compat.v1.GraphDef()
+            with open(src_graph, "rb") as f:
+                graph_def.ParseFromString(f.read())
+            values = {op: tf.convert_to_tensor(w).numpy() for op, w in zip(self._variable_ops, self._weights_in_order)}
+            m = self.manifest
+            tf2_export.save_native_for(tf, graph_def, m["variables"], values, m["inputs"], m["signature"],
+                                       m.get("input_defaults", {}), m.get("trainable_outputs"),
+                                       os.path.join(tmp, SAVED_MODEL))
         if self.manifest is not None:
             manifest = dict(self.manifest, out_dir=out_dir, saved_model=os.path.join(out_dir, SAVED_MODEL),
                             fine_tuned_from=self.manifest.get("out_dir"))
+            if loops:
+                manifest["saved_model_tf1"] = os.path.join(out_dir, SAVED_MODEL_TF1)
             with open(os.path.join(tmp, MANIFEST), "w") as f:
                 json.dump(manifest, f, indent=1)
-        src_graph = os.path.join(os.path.dirname(self.saved_model), "unfrozen_graph.pb")
         if os.path.isfile(src_graph):
             shutil.copy(src_graph, tmp)
         if os.path.exists(out_dir):

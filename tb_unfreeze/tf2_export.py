@@ -67,3 +67,24 @@ def save_native(tf, graph_def, variables: list[Tf2Variable], inputs: list[Tf2Inp
     root.serving_default = serving_default
     tf.saved_model.save(root, path, signatures=signatures,
                         options=tf.saved_model.SaveOptions(experimental_custom_gradients=True))
+
+
+def save_native_for(tf, graph_def, variables: list[dict], values: dict, inputs: list[dict], signature: dict,
+                    defaults: dict, trainable_outputs: list[str] | None, path: str) -> None:
+    """`save_native` from a conversion's records (the manifest's `variables`, `inputs`, `signature`,
+    `input_defaults`, `trainable_outputs`) and the variables' current values by variable name."""
+    from tb_unfreeze.rewrite import signature_keys  # noqa: PLC0415
+    from tb_unfreeze.variable_nodes import read_tensor  # noqa: PLC0415
+
+    by_name = {i["name"]: i for i in inputs}
+    trained = set(trainable_outputs) if trainable_outputs is not None else set(signature["outputs"])
+    save_native(
+        tf, graph_def,
+        [Tf2Variable(r["variable_name"], np.asarray(values[r["variable_name"]]), r["trainable"],
+                     read_tensor(r["variable_name"])) for r in variables],
+        [Tf2Input(f"{n}:0", key, by_name[n]["dtype"], by_name[n]["shape"]) for n, key in signature["inputs"].items()],
+        [Tf2Input(f"{n}:0", signature_keys([n])[n], "bool" if isinstance(v, bool) else "float", [], v)
+         for n, v in defaults.items()],
+        [(t, key, t in trained) for t, key in signature["outputs"].items()],
+        path,
+    )
