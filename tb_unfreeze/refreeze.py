@@ -118,8 +118,8 @@ def refreeze(saved_model_dir: str, output_pb: str, verify: bool = True) -> dict:
 
     `saved_model_dir` is a conversion directory (holding `saved_model/` and `unfreeze.json`) or its `saved_model/`.
     With `verify`, the new graph's outputs on probe inputs must equal the SavedModel's within
-    3e-5 x max(1, |output|) (verify.RTOL), or nothing is written. The write is atomic, and the source frozen graph is never
-    overwritten. Returns a report: paths, inputs, outputs, the verification and a summary of the new graph's
+    3e-5 x max(1, |output|) (verify.RTOL), or nothing is written. The write is atomic, and the source frozen graph
+    is never overwritten. Returns a report: paths, inputs, outputs, the verification and a summary of the new graph's
     inspection.
     """
     started = time.perf_counter()
