@@ -290,6 +290,31 @@ def test_unfreeze_tab_converts_and_shows_both_graphs(tensorboard, browser):
             page2.screenshot(path=os.path.join(ARTIFACTS, f"unfreeze_tab_{width}_{scheme}.png"))
         page2.close()
 
+    # Conversions are kept: convert again with every candidate, then open the first conversion from the history:
+    # its result, its graphs and its selection come back; "Show the latest" returns to the new one.
+    page3 = browser.new_page(viewport={"width": 1280, "height": 900})
+    page3.goto(tensorboard + f"/#unfreeze&unfreeze_model={urllib.parse.quote(MODEL, safe='')}")
+    frame3 = _plugin_frame(page3)
+    expect(frame3.locator('[data-total="variables"] b')).to_have_text(str(chosen), timeout=30_000)
+    frame3.get_by_role("button", name="Select all").click()
+    expect(frame3.locator('[data-total="variables"] b')).to_have_text(str(len(names)))
+    frame3.locator(".convert-bar button.btn.primary").click()
+    expect(frame3.locator(".progress")).to_have_attribute("data-state", re.compile("^(done|failed)$"),
+                                                          timeout=CONVERT_TIMEOUT_S * 1000)
+    assert frame3.locator(".progress").get_attribute("data-state") == "done", frame3.locator(".convert-msg").inner_text()
+    expect(frame3.locator('.fact[data-fact="variables"] .fact-value')).to_have_text(str(len(names)), timeout=30_000)
+    expect(frame3.locator("table.history tbody tr")).to_have_count(2, timeout=30_000)
+    frame3.locator("table.history button.open-conversion").first.click()
+    expect(frame3.locator('[data-section="result"] .archived-note')).to_be_visible(timeout=30_000)
+    expect(frame3.locator('.fact[data-fact="variables"] .fact-value')).to_have_text(str(chosen))
+    expect(frame3.locator('[data-total="variables"] b')).to_have_text(str(chosen))
+    expect(frame3.locator('.gv-pane[data-side="unfrozen"] .gv-pane-stats')).to_have_attribute("data-converted", str(chosen))
+    expect(frame3.locator("table.history tr.shown")).to_have_count(1)
+    frame3.get_by_role("button", name="Show the latest").click()
+    expect(frame3.locator('.fact[data-fact="variables"] .fact-value')).to_have_text(str(len(names)), timeout=30_000)
+    expect(frame3.locator('[data-total="variables"] b')).to_have_text(str(len(names)))
+    expect(frame3.locator('.gv-pane[data-side="unfrozen"] .gv-pane-stats')).to_have_attribute("data-converted", str(len(names)))
+
 
 def _post_json(url: str, body: dict) -> dict:
     req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",

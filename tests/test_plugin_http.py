@@ -253,6 +253,27 @@ def test_convert_runs_in_background_and_records_everything(client, plugin, logdi
     assert stats["min"] <= stats["mean"] <= stats["max"] and stats["std"] >= 0
 
 
+def test_earlier_conversions_are_kept_and_can_be_opened(client, plugin, logdir):
+    first = wait_done(plugin, convert(client, {"model": REGRESSION, "trainable": {"b": False}}).json["job"]["id"])
+    second = wait_done(plugin, convert(client, {"model": REGRESSION, "only": ["W"]}).json["job"]["id"])
+    assert first["state"] == second["state"] == "done", (first["error"], second["error"])
+    kept = client.get(f"{BASE}/conversions?model={REGRESSION}").json["conversions"]
+    assert kept == {first["id"]: "archived", second["id"]: "current"}
+
+    old = client.get(f"{BASE}/conversion?model={REGRESSION}&job={first['id']}").json
+    assert old["state"] == "archived"
+    assert {v["source"]: v["trainable"] for v in old["manifest"]["variables"]} == {"W": True, "b": False}
+    archive = os.path.join(logdir, "unfreeze", REGRESSION, "conversions", first["id"])
+    assert old["manifest"]["out_dir"] == archive and os.path.isfile(os.path.join(archive, "saved_model", "saved_model.pb"))
+    assert old["graphs"]["unfrozen"]["converted"] == ["W", "b"] and old["graphs"]["frozen"]["converted"] == ["W", "b"]
+    # The archive shares the files of the replaced output (hard links), and the current output is the new one.
+    assert client.get(f"{BASE}/manifest?model={REGRESSION}").json["totals"]["variables"] == 1
+    new = client.get(f"{BASE}/conversion?model={REGRESSION}&job={second['id']}").json
+    assert new["state"] == "current" and new["graphs"]["unfrozen"]["converted"] == ["W"]
+    assert client.get(f"{BASE}/conversion?model={REGRESSION}&job=0123456789ab").status_code == 404
+    assert client.get(f"{BASE}/conversion?model={REGRESSION}&job=../model").status_code == 400
+
+
 def test_second_conversion_of_the_same_model_is_refused_while_the_first_runs(client, plugin):
     first = convert(client, {"model": FC})
     assert first.status_code == 200

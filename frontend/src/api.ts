@@ -109,6 +109,14 @@ export interface WeightStats {
   note?: string;
 }
 
+/** GET /conversion: one kept conversion (the current one or an earlier, archived one). */
+export interface KeptConversion {
+  job: string;
+  state: "current" | "archived";
+  manifest: Manifest;
+  graphs: { frozen: GraphData; unfrozen: GraphData };
+}
+
 export interface ConversionRequest {
   only?: string[] | null;
   exclude?: string[];
@@ -153,6 +161,9 @@ export const api = {
   history: (model: string) => get<unknown>(`./history?model=${q(model)}`).then(unwrap<HistoryEntry>("history")),
   graph: (model: string, which: "frozen" | "unfrozen") => get<GraphData>(`./graph?model=${q(model)}&which=${which}`),
   manifest: (model: string) => get<Manifest>(`./manifest?model=${q(model)}`),
+  conversions: (model: string) => get<{ conversions: Record<string, "current" | "archived"> }>(`./conversions?model=${q(model)}`)
+    .then((r) => r.conversions ?? {}),
+  conversion: (model: string, job: string) => get<KeptConversion>(`./conversion?model=${q(model)}&job=${q(job)}`),
   weights: (model: string, node: string) => get<WeightStats>(`./weights?model=${q(model)}&node=${q(node)}`),
   async convert(body: { model: string; only: string[]; trainable: Record<string, boolean>; verify: boolean; outputs?: string[] }): Promise<{ job: Job }> {
     const r = await fetch("./convert", {

@@ -1,7 +1,7 @@
 // The Unfreeze tab: models on the left; for the selected one, candidates, conversion,
 // result, the frozen and unfrozen graphs side by side, and the history.
 import { h, replace, fmtBytes, fmtInt, fmtTime } from "./dom";
-import { api, Inspection, Job, Manifest, ModelInfo } from "./api";
+import { api, HistoryEntry, Inspection, Job, Manifest, ModelInfo } from "./api";
 import { CandidateTable } from "./panels/candidates";
 import { resultFacts, resultPanel } from "./panels/result";
 import { historyTable } from "./panels/history";
@@ -49,6 +49,11 @@ export class App {
   private loadToken = 0;
   /** The latest conversion shown, to notice one made by someone else on the same logdir. */
   private shownLatest: string | null = null;
+  /** The conversion whose result and graphs are shown (the latest, or one opened from the history). */
+  private shownJob: string | null = null;
+  private historyEntries: HistoryEntry[] = [];
+  private historyModel: string | null = null;
+  private kept: Record<string, "current" | "archived"> = {};
 
   private modelList = h("ul.model-list");
   /** One <li> per model, kept across refreshes: a refresh that changes nothing touches no DOM node. */
@@ -212,7 +217,7 @@ export class App {
       this.table.setInspection(ins);
       // After a reload the table shows what the result below was converted from, not the recommendation.
       const req = model.latest?.ok ? model.latest.request : null;
-      if (req && Array.isArray(req.only)) this.table.applySelection(req.only, req.trainable);
+      if (req) this.table.applySelection(req.only, req.trainable, req.exclude);
       this.renderHead(model);
     } catch (e) {
       if (token !== this.loadToken) return;
@@ -285,6 +290,7 @@ export class App {
     }
     if (token !== this.loadToken) return;
     this.shownLatest = model ? latestKey(model) : null;
+    this.shownJob = model?.latest?.ok ? model.latest.job ?? null : null;
     const result = this.job?.state === "done" && this.job.result ? this.job.result : model?.latest?.ok ? model.latest.result : null;
     if (this.manifest || result) {
       const stale = model?.stale ? h("div.warn", null, "The model file changed after this conversion; convert again to refresh it.") : null;
@@ -298,15 +304,78 @@ export class App {
     for (const v of this.manifest?.variables ?? []) variableOf.set(v.source, v.variable_name);
     this.compare.setVariableNames(variableOf);
     void this.compare.setData(frozen, unfrozen, `${this.selected}|${this.shownLatest ?? ""}`);
+    this.renderHistory();
   }
 
   private async loadHistory(token: number): Promise<void> {
     try {
-      const entries = await api.history(this.selected!);
-      if (token === this.loadToken) replace(this.history, historyTable(entries));
+      const [entries, kept] = await Promise.all([
+        api.history(this.selected!),
+        api.conversions(this.selected!).catch(() => ({} as Record<string, "current" | "archived">)),
+      ]);
+      if (token !== this.loadToken) return;
+      this.historyEntries = entries;
+      this.historyModel = this.selected;
+      this.kept = kept;
+      this.renderHistory();
     } catch (e) {
       if (token === this.loadToken) replace(this.history, h("span.err", null, (e as Error).message));
     }
+  }
+
+  private renderHistory(): void {
+    if (this.historyModel !== this.selected) return;
+    replace(this.history, historyTable(this.historyEntries, {
+      kept: this.kept, shown: this.shownJob, open: (entry) => void this.openConversion(entry),
+    }));
+  }
+
+  /** Shows a conversion from the history: its result, its graphs and the selection it was made with. */
+  private async openConversion(entry: HistoryEntry): Promise<void> {
+    if (!this.selected || !entry.job) return;
+    const token = this.loadToken;
+    const model = this.models.find((m) => m.id === this.selected);
+    if (this.kept[entry.job] === "current") {
+      await this.loadConversion(token);
+      if (token !== this.loadToken) return;
+      if (entry.request) this.table.applySelection(entry.request.only, entry.request.trainable, entry.request.exclude);
+      this.renderHistory();
+      this.sections.result.scrollIntoView?.({ block: "start" });
+      return;
+    }
+    let data;
+    try {
+      data = await api.conversion(this.selected, entry.job);
+    } catch (e) {
+      replace(this.convertMsg, h("span.err", null, (e as Error).message));
+      return;
+    }
+    if (token !== this.loadToken) return;
+    this.manifest = data.manifest;
+    this.shownJob = entry.job;
+    const back = h("button.btn.small", {
+      on: {
+        click: async () => {
+          await this.loadConversion(this.loadToken);
+          const latest = model?.latest;
+          if (latest?.ok && latest.request) this.table.applySelection(latest.request.only, latest.request.trainable, latest.request.exclude);
+          this.renderHistory();
+        },
+      },
+    }, "Show the latest");
+    replace(this.result,
+      h("div.archived-note", { "data-job": entry.job }, `Showing an earlier conversion, made ${fmtTime(entry.time)}; its output is kept in ${data.manifest.out_dir ?? "—"}. `, back),
+      resultPanel(resultFacts(data.manifest, entry.result), this.inspection, {
+        reverify: (outputs) => void this.convert(outputs ? { outputs } : {}),
+      }),
+    );
+    if (entry.request) this.table.applySelection(entry.request.only, entry.request.trainable, entry.request.exclude);
+    const variableOf = new Map<string, string>();
+    for (const v of data.manifest.variables ?? []) variableOf.set(v.source, v.variable_name);
+    this.compare.setVariableNames(variableOf);
+    void this.compare.setData(data.graphs.frozen, data.graphs.unfrozen, `${this.selected}|job:${entry.job}`);
+    this.renderHistory();
+    this.sections.result.scrollIntoView?.({ block: "start" });
   }
 
   private runLink(side: Side): { href: string; open: () => void } | null {

@@ -4,6 +4,8 @@
     <logdir>/unfreeze/<model id>/frozen/         TensorBoard run with the frozen graph
     <logdir>/unfreeze/<model id>/unfrozen/       TensorBoard run with the unfrozen graph
     <logdir>/unfreeze/<model id>/history.jsonl   one line per conversion, from every TensorBoard on this logdir
+    <logdir>/unfreeze/<model id>/conversions/<job>/  earlier conversions, kept when a newer one replaces `model/`
+                                                 (hard links: no copy of the weights), the newest KEEP_CONVERSIONS
 
 Everything here goes through the core library (`convert`, `log_graphs`, imported from their modules); TensorFlow is
 imported only in the child process `Outputs.convert` starts (tb_unfreeze.worker).
@@ -17,6 +19,8 @@ import fcntl
 import json
 import logging
 import os
+import re
+import shutil
 import time
 from collections.abc import Callable, Iterator
 
@@ -30,6 +34,10 @@ from tb_unfreeze.plugin.history import History
 from tb_unfreeze.plugin.security import check_model_id, is_within
 
 logger = logging.getLogger(__name__)
+
+CONVERSIONS_SUBDIR = "conversions"
+KEEP_CONVERSIONS = 8
+_JOB = re.compile(r"[0-9a-f]{6,64}")
 
 
 def _now() -> str:
@@ -85,6 +93,111 @@ class Outputs:
 
     def unfrozen_graph_path(self, model_id: str) -> str:
         return os.path.join(self.out_dir(model_id), UNFROZEN_GRAPH)
+
+    # -- earlier conversions --------------------------------------------------------------------------------------
+
+    def conversions_dir(self, model_id: str) -> str:
+        return os.path.join(self.model_dir(model_id), CONVERSIONS_SUBDIR)
+
+    def conversion_dir(self, model_id: str, job: str) -> str | None:
+        """The folder holding conversion `job`'s output: `model/` for the latest, its archive for an earlier one."""
+        if not _JOB.fullmatch(job or ""):
+            return None
+        latest = self._latest_ok(model_id)
+        if latest is not None and latest.get("job") == job and self.manifest(model_id) is not None:
+            return self.out_dir(model_id)
+        path = os.path.join(self.conversions_dir(model_id), job)
+        if os.path.isfile(os.path.join(path, MANIFEST)) and is_within(path, self.root):
+            return path
+        return None
+
+    def kept(self, model_id: str) -> dict[str, str]:
+        """{job: "current" | "archived"} for every conversion whose output is still on disk."""
+        out: dict[str, str] = {}
+        try:
+            names = os.listdir(self.conversions_dir(model_id))
+        except OSError:
+            names = []
+        for name in names:
+            if _JOB.fullmatch(name) and os.path.isfile(os.path.join(self.conversions_dir(model_id), name, MANIFEST)):
+                out[name] = "archived"
+        latest = self._latest_ok(model_id)
+        if latest is not None and latest.get("job") and self.manifest(model_id) is not None:
+            out[str(latest["job"])] = "current"
+        return out
+
+    def conversion_manifest(self, model_id: str, job: str) -> dict | None:
+        path = self.conversion_dir(model_id, job)
+        if path is None:
+            return None
+        try:
+            with open(os.path.join(path, MANIFEST), encoding="utf-8") as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def _latest_ok(self, model_id: str) -> dict | None:
+        for record in reversed(self.history.for_model(model_id)):
+            if record.get("ok"):
+                return record
+        return None
+
+    def archive_current(self, model_id: str) -> str | None:
+        """Keep the current `model/` as `conversions/<its job>/` before a new conversion replaces it.
+
+        Every file is hard-linked (the conversion replaces `model/` with a new folder and never writes into the old
+        one, so the links keep the old files alive at no cost); the manifest is written anew with the archive's
+        paths. Only the newest KEEP_CONVERSIONS archives stay. Returns the archive, or None (nothing to keep)."""
+        current = self.out_dir(model_id)
+        latest = self._latest_ok(model_id)
+        job = str((latest or {}).get("job") or "")
+        if not _JOB.fullmatch(job) or not os.path.isfile(os.path.join(current, MANIFEST)):
+            return None
+        root = self.conversions_dir(model_id)
+        final = os.path.join(root, job)
+        if os.path.isdir(final):
+            return final
+        tmp = os.path.join(root, f".tmp-{job}-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(root, exist_ok=True)
+
+        def link(src: str, dst: str) -> None:
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+
+        shutil.copytree(current, tmp, copy_function=link, symlinks=True)
+        manifest_path = os.path.join(tmp, MANIFEST)
+        try:
+            with open(manifest_path, encoding="utf-8") as f:
+                manifest = json.load(f)
+            for key in ("out_dir", "saved_model", "unfrozen_graph"):
+                value = manifest.get(key)
+                if isinstance(value, str) and value.startswith(current):
+                    manifest[key] = final + value[len(current):]
+            manifest["archived"] = {"job": job, "from": current}
+            os.unlink(manifest_path)  # a new file, not a write through the link into the current manifest
+            with open(manifest_path, "w", encoding="utf-8") as f:
+                json.dump(manifest, f, indent=1)
+        except (OSError, ValueError) as e:
+            logger.warning("unfreeze: archiving %s: cannot rewrite its manifest: %s", model_id, e)
+        os.rename(tmp, final)
+        self._prune(root)
+        return final
+
+    def _prune(self, root: str) -> None:
+        try:
+            entries = [os.path.join(root, n) for n in os.listdir(root) if _JOB.fullmatch(n)]
+        except OSError:
+            return
+        entries.sort(key=lambda p: os.path.getmtime(p), reverse=True)
+        for old in entries[KEEP_CONVERSIONS:]:
+            shutil.rmtree(old, ignore_errors=True)
+        for name in os.listdir(root):
+            path = os.path.join(root, name)
+            if name.startswith(".tmp-") and time.time() - os.path.getmtime(path) > 3600:
+                shutil.rmtree(path, ignore_errors=True)
 
     def has_run(self, model_id: str, which: str, newer_than: float = 0.0) -> bool:
         """Whether the run holds an event file written after `newer_than` (a timestamp)."""
@@ -145,6 +258,10 @@ class Outputs:
             only=params.get("only"), exclude=params.get("exclude") or (), trainable=params.get("trainable") or {}
         )
         with self.lock(model.id, wait=False):  # a refusal here (BusyError) is not a conversion: no history line
+            try:
+                self.archive_current(model.id)  # the conversion about to replace it stays openable from the history
+            except OSError as e:
+                logger.warning("unfreeze: cannot keep the previous conversion of %s: %s", model.id, e)
             try:
                 # A child process: a TensorFlow crash or its memory cannot touch TensorBoard, and TensorFlow's
                 # threads do not compete with TensorBoard's for the GIL.

@@ -139,6 +139,8 @@ class UnfreezePlugin(base_plugin.TBPlugin):
             "/graph": self.graph_route,
             "/manifest": self.manifest_route,
             "/weights": self.weights_route,
+            "/conversions": self.conversions_route,
+            "/conversion": self.conversion_route,
         }
 
     def is_active(self) -> bool:
@@ -324,6 +326,47 @@ class UnfreezePlugin(base_plugin.TBPlugin):
                           note="the variable's initial value: the frozen constant it was made from")
         return result
 
+    def conversions_impl(self, model_id: str) -> dict:
+        """Which conversions of a model can still be opened: {job: "current" | "archived"}."""
+        model = self.discovery.get(model_id)
+        return {"conversions": self.outputs.kept(model.id)}
+
+    def conversion_impl(self, model_id: str, job: str) -> dict:
+        """One kept conversion: its manifest and its unfrozen graph (compact, against the model's frozen graph)."""
+        job = validation.check_job_id(job)
+        model = self.discovery.get(model_id)
+        parsed = self.discovery.parsed(model)
+        if parsed.error is not None:
+            raise _user_error(parsed.error, parsed.http_code)
+        folder = self.outputs.conversion_dir(model.id, job)
+        manifest = self.outputs.conversion_manifest(model.id, job) if folder else None
+        if manifest is None:
+            raise errors.NotFoundError(f"the output of conversion {job} of {model_id} is no longer kept.")
+        path = os.path.join(folder, "unfrozen_graph.pb")
+        st = os.stat(path)
+        key = (model.key, "conversion", path, st.st_size, st.st_mtime_ns)
+        with self._graph_lock:
+            cached = self._graph_cache.get(key)
+        if cached is None:
+            unfrozen = graph_pb2.GraphDef()
+            with open(path, "rb") as f:
+                unfrozen.ParseFromString(f.read())
+            frozen = self.discovery.graph(model).graph_def
+            changes = graph_view.changes(frozen, unfrozen, manifest)
+            graphs = {
+                "frozen": graph_view.compact(frozen, changes["frozen"], changed=changes["changed_frozen"]),
+                "unfrozen": graph_view.compact(
+                    unfrozen, changes["unfrozen"], changes["added"], changed=changes["changed_unfrozen"],
+                    variables=changes["variables"],
+                ),
+            }
+            with self._graph_lock:
+                self._graph_cache[key] = cached = graphs
+                while len(self._graph_cache) > 6:
+                    self._graph_cache.popitem(last=False)
+        state = self.outputs.kept(model.id).get(job, "archived")
+        return {"job": job, "state": state, "manifest": manifest, "graphs": cached}
+
     def static_impl(self, relpath: str) -> tuple[bytes, str]:
         """A built frontend file and its content type; 404 if it is not there (or not inside the folder)."""
         path = wz_security.safe_join(self._static_dir, relpath) if relpath else None
@@ -382,6 +425,14 @@ class UnfreezePlugin(base_plugin.TBPlugin):
     @_route("GET")
     def manifest_route(self, request: wrappers.Request) -> wrappers.Response:
         return _json(request, self.manifest_impl(validation.arg(request, "model")))
+
+    @_route("GET")
+    def conversions_route(self, request: wrappers.Request) -> wrappers.Response:
+        return _json(request, self.conversions_impl(validation.arg(request, "model")))
+
+    @_route("GET")
+    def conversion_route(self, request: wrappers.Request) -> wrappers.Response:
+        return _json(request, self.conversion_impl(validation.arg(request, "model"), validation.arg(request, "job")))
 
     @_route("GET")
     def weights_route(self, request: wrappers.Request) -> wrappers.Response:

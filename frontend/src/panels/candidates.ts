@@ -104,12 +104,16 @@ export class CandidateTable {
     this.renderRows();
   }
 
-  /** Shows the selection a conversion was made with (names not in this inspection are ignored). */
-  applySelection(only: string[], trainable: Record<string, boolean> | undefined): void {
+  /** Shows the selection a conversion was made with (`only` null: the recommended ones less `exclude`). */
+  applySelection(only: string[] | null | undefined, trainable: Record<string, boolean> | undefined, exclude: string[] = []): void {
     const known = new Set(this.candidates.map((c) => c.name));
-    this.include = new Set(only.filter((n) => known.has(n)));
+    const base = Array.isArray(only) ? only : this.candidates.filter((c) => c.recommended).map((c) => c.name);
+    const out = new Set(exclude);
+    this.include = new Set(base.filter((n) => known.has(n) && !out.has(n)));
+    this.trainable = new Map(this.candidates.map((c) => [c.name, !!c.trainable]));
     for (const [n, t] of Object.entries(trainable ?? {})) if (known.has(n)) this.trainable.set(n, !!t);
     this.renderRows();
+    this.onChange();
   }
 
   selection(): Selection {
