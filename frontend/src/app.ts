@@ -8,7 +8,7 @@ import { historyTable } from "./panels/history";
 import { SideBySide } from "./graph/view";
 import { graphsRunUrl, openGraphsRun, readSelectedModel, shareUrl, writeSelectedModel } from "./url";
 import { VerificationStatus, verificationStatus, verificationText } from "./status";
-import type { Side } from "./graph/model";
+import type { GraphData, Side } from "./graph/model";
 
 const MODELS_POLL_MS = 4000;
 const JOBS_POLL_MS = 600;
@@ -53,6 +53,7 @@ export class App {
   private shownJob: string | null = null;
   private historyEntries: HistoryEntry[] = [];
   private historyModel: string | null = null;
+  private frozenRequest: { id: string; graph: Promise<GraphData> } | null = null;
   private kept: Record<string, "current" | "archived"> = {};
 
   private modelList = h("ul.model-list");
@@ -210,6 +211,9 @@ export class App {
       return;
     }
     this.showSections(true);
+    // The frozen graph is fetched while the candidates are: loadConversion picks the request up.
+    this.frozenRequest = { id, graph: api.graph(id, "frozen") };
+    this.frozenRequest.graph.catch(() => undefined);
     try {
       const ins = await api.candidates(id);
       if (token !== this.loadToken) return;
@@ -276,7 +280,9 @@ export class App {
     let unfrozen = null;
     let frozen = null;
     try {
-      frozen = await api.graph(this.selected!, "frozen");
+      const pending = this.frozenRequest?.id === this.selected ? this.frozenRequest.graph : null;
+      this.frozenRequest = null;
+      frozen = await (pending ?? api.graph(this.selected!, "frozen"));
     } catch (e) {
       if (token === this.loadToken) replace(this.convertMsg, h("span.err", null, `Frozen graph: ${(e as Error).message}`));
     }

@@ -211,7 +211,10 @@ export class UnionGraph {
         if (this.hasSide.frozen && this.hasSide.unfrozen && (s.count.frozen === 0 || s.count.unfrozen === 0)) continue;
         if (this.ownedByNode(path)) continue;
         const grow = s.childScopes.length + s.childNodes.length - 1;
-        if (visible + grow > budget || grow + 1 > maxMembers) continue;
+        // Too big for the budget, unless the view would otherwise show next to nothing (a model wrapped in one
+        // top scope of hundreds of blocks): then its first level opens anyway, and the rest stays closed.
+        const tiny = visible <= 12 && visible + grow <= 4 * budget;
+        if (!tiny && (visible + grow > budget || grow + 1 > maxMembers)) continue;
         visible += grow;
         expanded.add(path);
         next.push(...s.childScopes);

@@ -200,11 +200,11 @@ export class CandidateTable {
   }
 }
 
-/** "abcdefghij" → "abc…hij" in `n` characters, keeping more of the end (where TF names differ). */
+/** "abcdefghij" → "ab…ghij" in `n` characters, keeping most of the end (where TF names differ). */
 export function middleEllipsis(text: string, n: number): string {
   if (text.length <= n) return text;
   const keep = Math.max(2, n - 1);
-  const head = Math.floor(keep * 0.4);
+  const head = Math.floor(keep * 0.25);
   return text.slice(0, head) + "…" + text.slice(text.length - (keep - head));
 }
 
