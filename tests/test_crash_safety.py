@@ -27,6 +27,9 @@ MODEL = "cms_deepjet_v03.pb"  # 1.3 MB, LSTM + dense weights: 1-4 s inside the s
 SMALL = "tf2onnx_regression.pb"
 TIMEOUT = 240
 STATS = {"kills": 0, "midway": 0}
+# Exit codes of a conversion that wrote its result: verified (0) or written but not verified (3). What is under test
+# here is that a result is whole or absent, not whether it verifies (test_convert_real.py checks that).
+WRITTEN = (0, 3)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -97,7 +100,7 @@ def test_sigkill_midway_leaves_no_partial_output_and_the_next_run_cleans_up(tmp_
 
     done = subprocess.run(_cli(source, "-o", out, "--json", "--replace"), capture_output=True, text=True,
                           timeout=TIMEOUT, env=_env())
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode in WRITTEN, done.stderr[-2000:]
     assert _complete(out)["source"]["sha256"] == json.loads(done.stdout)["source"]["sha256"]
     assert _tmp_dirs(str(tmp_path / "outputs")) == [], "the stale temporary folder was not removed"
 
@@ -106,7 +109,7 @@ def test_sigkill_during_replace_keeps_the_previous_result(tmp_path, real_model):
     out = str(tmp_path / "model")
     first = subprocess.run(_cli(real_model(SMALL), "-o", out), capture_output=True, text=True, timeout=TIMEOUT,
                            env=_env())
-    assert first.returncode == 0, first.stderr[-2000:]
+    assert first.returncode in WRITTEN, first.stderr[-2000:]
     previous = _complete(out)
     for delay in (0.0, 0.5):
         midway = _kill_inside_staged_folder(real_model(MODEL), out, delay, replace=True)
@@ -153,7 +156,7 @@ def test_full_disk_during_replace_keeps_the_previous_result(tiny_disk, real_mode
     out = os.path.join(tiny_disk, "out")
     first = subprocess.run(_cli(real_model(SMALL), "-o", out), capture_output=True, text=True, timeout=TIMEOUT,
                            env=_env())
-    assert first.returncode == 0, first.stderr[-2000:]
+    assert first.returncode in WRITTEN, first.stderr[-2000:]
     previous = _complete(out)
     with pytest.raises(UserError, match="no space left") as caught:  # the plugin's path: the worker process
         convert_in_subprocess(real_model(MODEL), out, replace=True, timeout=TIMEOUT)
