@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 import random
+import re
 
 import numpy as np
 from tensorboard.compat.proto import graph_pb2, node_def_pb2, types_pb2
 
+_READ_VARIABLE = re.compile(r"(^|/)ReadVariableOp(_\d+)?$")  # the TF2 freezer's read op
 HUGE = 10**12  # elements declared by the "huge shape" mutations: 4 TB of float32
 
 
@@ -187,11 +189,13 @@ def shuffle_nodes(g, rng):
 
 def insert_identity(g, rng):
     """An extra Identity in front of the real consumers of up to three float Consts: after the Const, or after its
-    freezer's read op (`W/read`) when it has one, which stays the Const's only consumer as freezers write it."""
+    freezer's read op (`W/read`, `.../ReadVariableOp`) when it has one, which stays the Const's direct consumer as
+    freezers write it (the read op is the evidence that the Const was a variable)."""
     names = []
     for const in _pick(rng, [c for c in _consts(g) if _consumers(g, c.name)]):
         tensor = const.name
-        reads = [n for n in _consumers(g, tensor) if n.op == "Identity" and n.name == f"{const.name}/read"]
+        reads = [n for n in _consumers(g, tensor)
+                 if n.op == "Identity" and (n.name == f"{const.name}/read" or _READ_VARIABLE.search(n.name))]
         if reads:
             tensor = reads[0].name
         consumers = _consumers(g, tensor)

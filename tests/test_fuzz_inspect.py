@@ -184,6 +184,25 @@ def test_every_mutation_on_every_small_graph(kind):
             check(data, what=f"{name}: {what}")
 
 
+def _candidates(data: bytes) -> dict:
+    path = os.path.join(WORK, "benign.pb")
+    with open(path, "wb") as f:
+        f.write(data)
+    return {c.name: (c.role, c.trainable, c.recommended) for c in inspect_model(path).candidates}
+
+
+@needs_models
+@pytest.mark.parametrize("kind", sorted(M.BENIGN))
+def test_same_computation_in_another_shape_has_the_same_candidates(kind):
+    """Shuffled nodes, an extra Identity before the real consumers, values stored as float_val: the graph computes
+    the same thing, so detection finds the same constants with the same roles, trainability and recommendation."""
+    for name in BINARY:
+        expected = _candidates(GRAPHS[name])
+        for seed in range(2):
+            data, what = M.mutate(GRAPHS[name], [kind], seed)
+            assert _candidates(data) == expected, f"{name}: {what}"
+
+
 @needs_models
 def test_identity_cycle_does_not_hang(real_model):
     """Regression: an Identity ring read by an input's consumer made `_shape_from_consumers` loop forever."""
