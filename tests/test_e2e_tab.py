@@ -330,7 +330,7 @@ def _label_px(frame, side: str, selector: str = ".node.converted text.label") ->
         " * new DOMMatrix(getComputedStyle(t.ownerSVGElement).transform).a)")
 
 
-def test_real_models_side_by_side_counts_weights_and_an_unverified_result(tensorboard_real, browser):
+def test_real_models_side_by_side_counts_weights_and_an_unverified_result(tensorboard_real, browser, tmp_path):
     """MobileNetV2 converted without verification (as a script or another client may do), then looked at in the tab;
     and a 3,185-node detection graph opened before any conversion."""
     api = tensorboard_real + "/data/plugin/unfreeze"
@@ -384,6 +384,26 @@ def test_real_models_side_by_side_counts_weights_and_an_unverified_result(tensor
     # The unfrozen "Open in Graphs" link names the unfrozen run.
     href = frame.locator('.gv-pane[data-side="unfrozen"] .gv-run-link').get_attribute("href")
     assert href.endswith("#graphs&run=" + urllib.parse.quote(f"unfreeze/{REAL}/unfrozen", safe=""))
+
+    # Weight drift: a copy of the model with one kernel moved by 20% (as fine-tuning and re-freezing would) is
+    # compared with it; that kernel is listed first and its box is marked as moved most.
+    from tensorboard.compat.proto import graph_pb2
+    from tensorboard.util import tensor_util
+
+    g = graph_pb2.GraphDef()
+    g.ParseFromString((tmp_path / "logdir" / REAL).read_bytes())
+    kernel = "MobilenetV2/Conv/weights"
+    node = next(n for n in g.node if n.name == kernel)
+    node.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(
+        tensor_util.make_ndarray(node.attr["value"].tensor) * 1.2))
+    (tmp_path / "logdir" / "tuned.pb").write_bytes(g.SerializeToString())
+    expect(frame.locator('li.model[data-model="tuned.pb"]')).to_be_attached(timeout=30_000)
+    frame.locator(".gv-drift-select").focus()
+    frame.locator(".gv-drift-select").select_option("tuned.pb")
+    expect(frame.locator(".gv-drift-head")).to_contain_text("1 of", timeout=30_000)
+    expect(frame.locator(".gv-drift-list li").first).to_contain_text(kernel)
+    expect(frame.locator(".gv-drift-list li").first).to_have_attribute("data-drift", "4")
+    expect(frame.locator('.gv-svg[data-side="frozen"] .node[data-drift="4"]').first).to_be_attached()
 
     # A 3,185-node graph before conversion: laid out (in the worker) and readable as it opens, not a sliver.
     page.set_viewport_size({"width": 1920, "height": 1080})

@@ -194,6 +194,31 @@ def test_weights_of_a_frozen_constant(client, plugin):
     assert client.get(f"{BASE}/weights?model={REGRESSION}").status_code == 400
 
 
+def test_weight_drift_between_two_frozen_graphs(client, plugin, logdir):
+    """A copy of the model with one weight moved (as fine-tuning and re-freezing would): that weight, by how much."""
+    from tensorboard.compat.proto import graph_pb2
+
+    g = graph_pb2.GraphDef()
+    with open(os.path.join(logdir, REGRESSION), "rb") as f:
+        g.ParseFromString(f.read())
+    w = next(n for n in g.node if n.name == "W")
+    values = tensor_util.make_ndarray(w.attr["value"].tensor).astype(np.float32)
+    moved = values + 0.5
+    w.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(moved))
+    with open(os.path.join(logdir, "tuned.pb"), "wb") as f:
+        f.write(g.SerializeToString())
+    r = client.get(f"{BASE}/drift?model={REGRESSION}&other=tuned.pb")
+    assert r.status_code == 200, r.get_data(as_text=True)
+    d = r.json
+    assert d["changed"] == 1 and d["weights"][0]["name"] == "W" and d["weights"][0]["changed"] is True
+    assert np.isclose(d["weights"][0]["max_abs_diff"], 0.5) and np.isclose(d["weights"][0]["mean_abs_diff"], 0.5)
+    expected = np.linalg.norm(moved.astype(np.float64) - values) / np.linalg.norm(values.astype(np.float64))
+    assert np.isclose(d["weights"][0]["relative"], expected)
+    assert all(not x["changed"] for x in d["weights"][1:])
+    assert client.get(f"{BASE}/drift?model={REGRESSION}").status_code == 400
+    assert client.get(f"{BASE}/drift?model={REGRESSION}&other=nope.pb").status_code == 404
+
+
 # -- conversion -----------------------------------------------------------------------------------------------
 
 

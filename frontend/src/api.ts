@@ -117,6 +117,18 @@ export interface KeptConversion {
   graphs: { frozen: GraphData; unfrozen: GraphData };
 }
 
+/** GET /drift: how far each weight moved between two frozen graphs. */
+export interface Drift {
+  model: string;
+  other: string;
+  weights: Array<{ name: string; shape: number[]; size: number; max_abs_diff: number; mean_abs_diff: number; relative: number | null; changed: boolean }>;
+  compared: number;
+  changed: number;
+  only_a: string[];
+  only_b: string[];
+  mismatched: Array<{ name: string }>;
+}
+
 export interface ConversionRequest {
   only?: string[] | null;
   exclude?: string[];
@@ -164,6 +176,7 @@ export const api = {
   conversions: (model: string) => get<{ conversions: Record<string, "current" | "archived"> }>(`./conversions?model=${q(model)}`)
     .then((r) => r.conversions ?? {}),
   conversion: (model: string, job: string) => get<KeptConversion>(`./conversion?model=${q(model)}&job=${q(job)}`),
+  drift: (model: string, other: string) => get<Drift>(`./drift?model=${q(model)}&other=${q(other)}`),
   weights: (model: string, node: string) => get<WeightStats>(`./weights?model=${q(model)}&node=${q(node)}`),
   async convert(body: { model: string; only: string[]; trainable: Record<string, boolean>; verify: boolean; outputs?: string[] }): Promise<{ job: Job }> {
     const r = await fetch("./convert", {

@@ -80,6 +80,8 @@ export class App {
     this.compare = new SideBySide({
       runLink: (side) => this.runLink(side),
       weights: (name) => api.weights(this.selected!, name),
+      otherModels: () => this.models.filter((m) => m.id !== this.selected && m.status !== "invalid").map((m) => m.id),
+      drift: (other) => api.drift(this.selected!, other),
     });
     const section = (key: string, title: string, ...body: Array<HTMLElement | null>) =>
       (this.sections[key] = h("section.card", { "data-section": key }, h("h2", null, title), ...body));

@@ -258,3 +258,54 @@ def weight_stats(graph_def: graph_pb2.GraphDef, name: str) -> dict | None:
         out.update(min=None, max=None, mean=None, std=None, histogram=None)
     out["first"] = [float(x) if np.isfinite(x) else None for x in data[:PREVIEW_VALUES]]
     return out
+
+
+def weight_drift(a: graph_pb2.GraphDef, b: graph_pb2.GraphDef, limit: int = 5000) -> dict:
+    """How far each weight moved between two frozen graphs (e.g. the original and one re-frozen after fine-tuning).
+
+    Constants are matched by name (a re-frozen graph names each weight after its variable, which keeps the
+    constant's name). Per weight: max |b − a|, mean |b − a| and the relative change ||b − a|| / ||a||; weights of
+    one graph only, or whose shape or dtype differ, are listed apart. Sorted by relative change, largest first.
+    """
+    import numpy as np  # noqa: PLC0415
+
+    def consts(g) -> dict:
+        out = {}
+        for node in g.node:
+            if node.op == "Const" and "value" in node.attr and node.attr["value"].HasField("tensor"):
+                tensor = node.attr["value"].tensor
+                if tensor.dtype in (1, 2, 14, 19):  # float weights: what training moves
+                    out[node.name] = node
+        return out
+
+    ca, cb = consts(a), consts(b)
+    rows, mismatched = [], []
+    for name in sorted(set(ca) & set(cb)):
+        ta, tb = ca[name].attr["value"].tensor, cb[name].attr["value"].tensor
+        shape_a = [d.size for d in ta.tensor_shape.dim]
+        shape_b = [d.size for d in tb.tensor_shape.dim]
+        if shape_a != shape_b or ta.dtype != tb.dtype:
+            mismatched.append({"name": name, "a": {"shape": shape_a, "dtype": dtype_name(ta.dtype)},
+                               "b": {"shape": shape_b, "dtype": dtype_name(tb.dtype)}})
+            continue
+        va, vb = const_values(ca[name]), const_values(cb[name])
+        if va is None or vb is None or va.size == 0:
+            continue
+        va, vb = va.astype(np.float64), vb.astype(np.float64)
+        diff = np.abs(vb - va)
+        norm = float(np.linalg.norm(va))
+        rows.append({
+            "name": name, "shape": shape_a, "size": int(va.size),
+            "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
+            "relative": float(np.linalg.norm(vb - va) / norm) if norm > 0 else (0.0 if not diff.any() else None),
+            "changed": bool(diff.any()),
+        })
+    rows.sort(key=lambda r: (-(r["relative"] if r["relative"] is not None else float("inf")), r["name"]))
+    return {
+        "weights": rows[:limit],
+        "compared": len(rows),
+        "changed": sum(1 for r in rows if r["changed"]),
+        "only_a": sorted(set(ca) - set(cb))[:limit],
+        "only_b": sorted(set(cb) - set(ca))[:limit],
+        "mismatched": mismatched[:limit],
+    }

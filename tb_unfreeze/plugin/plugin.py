@@ -141,6 +141,7 @@ class UnfreezePlugin(base_plugin.TBPlugin):
             "/weights": self.weights_route,
             "/conversions": self.conversions_route,
             "/conversion": self.conversion_route,
+            "/drift": self.drift_route,
         }
 
     def is_active(self) -> bool:
@@ -367,6 +368,28 @@ class UnfreezePlugin(base_plugin.TBPlugin):
         state = self.outputs.kept(model.id).get(job, "archived")
         return {"job": job, "state": state, "manifest": manifest, "graphs": cached}
 
+    def drift_impl(self, model_id: str, other_id: str) -> dict:
+        """Per-weight drift between two frozen graphs of the logdir (numpy on the parsed graphs: no TensorFlow)."""
+        models = []
+        for mid in (model_id, other_id):
+            model = self.discovery.get(mid)
+            parsed = self.discovery.parsed(model)
+            if parsed.error is not None:
+                raise _user_error(parsed.error, parsed.http_code)
+            models.append(model)
+        key = ("drift", models[0].key, models[1].key)
+        with self._graph_lock:
+            cached = self._weights_cache.get(key)
+        if cached is None:
+            a = self.discovery.graph(models[0]).graph_def
+            b = self.discovery.graph(models[1]).graph_def
+            cached = graph_view.weight_drift(a, b)
+            with self._graph_lock:
+                self._weights_cache[key] = cached
+                while len(self._weights_cache) > 256:
+                    self._weights_cache.popitem(last=False)
+        return {"model": models[0].id, "other": models[1].id, **cached}
+
     def static_impl(self, relpath: str) -> tuple[bytes, str]:
         """A built frontend file and its content type; 404 if it is not there (or not inside the folder)."""
         path = wz_security.safe_join(self._static_dir, relpath) if relpath else None
@@ -433,6 +456,10 @@ class UnfreezePlugin(base_plugin.TBPlugin):
     @_route("GET")
     def conversion_route(self, request: wrappers.Request) -> wrappers.Response:
         return _json(request, self.conversion_impl(validation.arg(request, "model"), validation.arg(request, "job")))
+
+    @_route("GET")
+    def drift_route(self, request: wrappers.Request) -> wrappers.Response:
+        return _json(request, self.drift_impl(validation.arg(request, "model"), validation.arg(request, "other")))
 
     @_route("GET")
     def weights_route(self, request: wrappers.Request) -> wrappers.Response:

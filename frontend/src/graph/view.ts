@@ -4,7 +4,7 @@ import { h, s, replace, fmtShape, fmtInt } from "../dom";
 import { GraphData, Side, SIDES, UnionGraph, Unit, View, SCOPE_PREFIX, NODE_PREFIX } from "./model";
 import { Layout } from "./layout";
 import { LayoutClient } from "./layout_client";
-import type { WeightStats } from "../api";
+import type { Drift, WeightStats } from "../api";
 
 export interface SideBySideOptions {
   /** Runs of this model in TensorBoard's Graphs dashboard; null when the run does not exist. */
@@ -13,6 +13,18 @@ export interface SideBySideOptions {
   variableOf?: Map<string, string>;
   /** Statistics of a constant's or a variable's values (GET /weights). */
   weights?: (name: string) => Promise<WeightStats>;
+  /** Other frozen graphs of the logdir whose weights can be compared with this one's. */
+  otherModels?: () => string[];
+  /** Per-weight drift between this model's frozen graph and another's (GET /drift). */
+  drift?: (other: string) => Promise<Drift>;
+}
+
+/** Drift of one weight, and its level for colouring: 0 unchanged … 4 moved by 10% or more. */
+interface DriftMark { relative: number | null; max: number; level: number }
+function driftLevel(rel: number | null, changed: boolean): number {
+  if (!changed) return 0;
+  if (rel == null) return 4;
+  return rel < 1e-3 ? 1 : rel < 1e-2 ? 2 : rel < 1e-1 ? 3 : 4;
 }
 
 /** Graphs above this many boxes start collapsed by scope. */
@@ -51,6 +63,13 @@ export class SideBySide {
   private miniScale = 1;
   private miniBase: Record<Side, HTMLCanvasElement | null> = { frozen: null, unfrozen: null };
   private weightsToken = 0;
+  private driftSelect: HTMLSelectElement;
+  private driftPanel: HTMLElement;
+  private driftOther: string | null = null;
+  private driftModel = "";
+  /** Node name → drift, and scope path → the largest level inside it. */
+  private driftOf = new Map<string, DriftMark>();
+  private driftScope = new Map<string, number>();
   private details: HTMLElement;
   private status: HTMLElement;
   private search: HTMLInputElement;
@@ -75,12 +94,19 @@ export class SideBySide {
       h("button.btn.small", { on: { click: () => this.revealConverted() }, title: "Open, one level deeper, the closed scopes that hold converted nodes (again to go deeper)" }, "Open converted"),
       h("span.sep"),
       this.search,
+      h("span.sep"),
+      this.driftSelect = h("select.in.gv-drift-select", {
+        "aria-label": "Compare the weights with another frozen graph",
+        title: "Compare this graph's weights with another frozen graph of the logdir (e.g. one re-frozen after fine-tuning): how far each weight moved",
+        on: { focus: () => this.fillDriftOptions(), change: () => void this.setDriftOther(this.driftSelect.value || null) },
+      }, h("option", { value: "" }, "Weights vs…")),
       h("span.grow"),
       this.status,
     );
     const paneEls = SIDES.map((side) => this.makePane(side));
     this.details = h("div.gv-details", null, h("div.muted", null, "Click a node to see its details. Double-click a scope to open it."));
-    this.el = h("div.gv", null, toolbar, h("div.gv-body", null, ...paneEls), this.details);
+    this.driftPanel = h("div.gv-drift", { hidden: true });
+    this.el = h("div.gv", null, toolbar, this.driftPanel, h("div.gv-body", null, ...paneEls), this.details);
   }
 
   private makePane(side: Side): HTMLElement {
@@ -130,7 +156,17 @@ export class SideBySide {
     return this.relayout(false).then(() => new Promise<void>((done) => {
       // The panes may not be in the document yet: frame the graph once they have a size.
       requestAnimationFrame(() => { this.frameInitial(); done(); });
-    }));
+    })).then(() => {
+      // The comparison is per model: a new model starts without one; the same model (reloaded) keeps it.
+      const model = key.split("|")[0];
+      if (model !== this.driftModel) {
+        this.driftModel = model;
+        this.driftSelect.value = "";
+        return this.setDriftOther(null);
+      }
+      const other = this.driftSelect.value || null;
+      return other ? this.setDriftOther(other) : undefined;
+    });
   }
 
   setVariableNames(map: Map<string, string>): void {
@@ -204,8 +240,14 @@ export class SideBySide {
       const added = g.hasSide[other] && !g.present(u, other);
       const changed = u.kind === "node" && !conv && g.changed[side].has(u.name);
       const cls = ["node", u.kind === "scope" ? "scope" : "op", conv ? "converted" : "", changed ? "changed" : "", added ? "added" : ""].join(" ");
+      const drift = side === "frozen" && this.driftOther
+        ? (u.kind === "scope" ? this.driftScope.get(u.name) : this.driftOf.get(u.name)?.level) : undefined;
       const ng = s("g", { class: cls, "data-id": u.id, transform: `translate(${b.x},${b.y})` });
       ng.appendChild(s("rect", { width: b.w, height: b.h, rx: u.kind === "scope" ? 6 : 4 }));
+      if (drift != null) {
+        ng.setAttribute("data-drift", String(drift));
+        ng.appendChild(s("rect", { class: "drift-bar", x: 3, y: b.h - 7, width: b.w - 6, height: 5, rx: 2 }));
+      }
       const label = s("text", { x: 6, y: u.kind === "scope" ? 15 : 17, class: "label" });
       label.textContent = clip(tail(u.name, u.cluster), u.kind === "scope" ? 15 : 15);
       ng.appendChild(label);
@@ -372,6 +414,62 @@ export class SideBySide {
     this.settle = window.setTimeout(() => {
       for (const side of SIDES) this.panes[side].svg.style.willChange = "auto";
     }, 180);
+  }
+
+  // ---- weight drift against another frozen graph ----
+
+  private fillDriftOptions(): void {
+    const others = this.opts.otherModels?.() ?? [];
+    const cur = this.driftSelect.value;
+    replace(this.driftSelect, h("option", { value: "" }, others.length ? "Weights vs…" : "Weights vs… (no other graph)"),
+      ...others.map((id) => h("option", { value: id }, id)));
+    this.driftSelect.value = others.includes(cur) ? cur : "";
+  }
+
+  /** Colours the frozen side by how far each weight moved in `other`, and lists the weights that moved most. */
+  async setDriftOther(other: string | null): Promise<void> {
+    const had = this.driftOther != null;
+    this.driftOther = null;
+    this.driftOf.clear();
+    this.driftScope.clear();
+    if (!other || !this.opts.drift) {
+      this.driftPanel.hidden = true;
+      if (had && this.view) for (const side of SIDES) this.draw(side);
+      return;
+    }
+    this.driftPanel.hidden = false;
+    replace(this.driftPanel, h("span.muted", null, `Comparing the weights with ${other}…`));
+    let d: Drift;
+    try {
+      d = await this.opts.drift(other);
+    } catch (e) {
+      replace(this.driftPanel, h("span.err", null, (e as Error).message));
+      return;
+    }
+    this.driftOther = other;
+    for (const w of d.weights) {
+      const level = driftLevel(w.relative, w.changed);
+      this.driftOf.set(w.name, { relative: w.relative, max: w.max_abs_diff, level });
+      const node = this.graph.nodes.get(w.name);
+      if (!node) continue;
+      const scopes = this.graph.ancestors(node.scope);
+      for (const sc of scopes) this.driftScope.set(sc, Math.max(this.driftScope.get(sc) ?? 0, level));
+    }
+    const pct = (x: number | null) => (x == null ? "∞" : x >= 0.001 ? `${(x * 100).toPrecision(3)}%` : x.toExponential(1));
+    const top = d.weights.filter((w) => w.changed).slice(0, 8);
+    replace(this.driftPanel,
+      h("div.gv-drift-head", null,
+        h("b", null, `${d.changed} of ${d.compared} weights moved`), ` between this graph and ${other}`,
+        d.only_a.length || d.only_b.length ? h("span.muted", null, ` · ${d.only_a.length} only here, ${d.only_b.length} only there`) : null,
+        d.mismatched.length ? h("span.warn", null, ` · ${d.mismatched.length} changed shape or dtype`) : null,
+        h("span.gv-drift-legend", null, ...[1, 2, 3, 4].map((l) => h("span", { "data-drift": String(l) },
+          ["< 0.1%", "< 1%", "< 10%", "≥ 10%"][l - 1])))),
+      top.length ? h("ol.gv-drift-list", null, ...top.map((w) => h("li", { "data-drift": String(driftLevel(w.relative, w.changed)) },
+        h("a", { href: "#", on: { click: (e: Event) => { e.preventDefault(); this.find(w.name); } } }, w.name),
+        h("span.muted", null, ` ${pct(w.relative)} · max |Δ| ${w.max_abs_diff.toPrecision(3)}`)))) : h("div.muted", null, "No weight moved."),
+    );
+    for (const side of SIDES) this.draw(side);
+    this.applySelection();
   }
 
   // ---- minimap ----
@@ -624,6 +722,9 @@ export class SideBySide {
     if (any?.dtype) rows.push(row("dtype", any.dtype));
     if (any?.shape !== undefined) rows.push(row("shape", fmtShape(any.shape)));
     const v = n.unfrozen?.variable;
+    const dm = this.driftOf.get(unit.name);
+    if (dm && this.driftOther) rows.push(row(`vs ${this.driftOther}`, dm.level === 0 ? "unchanged"
+      : `moved ${dm.relative == null ? "from zero" : (dm.relative * 100).toPrecision(3) + "%"} (max |Δ| ${dm.max.toPrecision(3)})`));
     if (this.graph.converted.frozen.has(unit.name) || this.graph.converted.unfrozen.has(unit.name)) {
       const name = variable ?? (v ? unit.name : null);
       rows.push(row("Converted", `const → variable${name ? " " + name : ""}` + (v ? (v.trainable ? ", trainable" : ", not trainable") : "")));
