@@ -249,10 +249,17 @@ def step_plugin_convert(path: str, logdir: str, clicks: str = "2") -> dict:
     return {"seconds": runs[0]["seconds"], "runs": runs}
 
 
+def step_click(path: str, logdir: str, clicks: str = "2") -> dict:
+    from bench.frontend import click_to_done  # noqa: PLC0415
+
+    return click_to_done(path, logdir, int(clicks))
+
+
 STEPS = {
     "import_tf": step_import_tf, "freeze": step_freeze, "parse": step_parse, "inspect": step_inspect,
     "convert": step_convert, "recipe": step_recipe, "io_floor": step_io_floor, "plugin": step_plugin,
     "frontend": step_frontend, "fwdbwd": step_fwdbwd, "plugin_convert": step_plugin_convert,
+    "click": step_click,
 }
 
 
