@@ -18,6 +18,8 @@ export interface ResultFacts {
   status: VerificationStatus;
   /** The verification's own note (why it could not be done, what was skipped). */
   note: string | null;
+  /** What the verification found wrong, or warns about, in its own words. */
+  problems: string[];
 }
 
 function prod(shape: Array<number | null> | null | undefined): number {
@@ -61,9 +63,14 @@ export function resultFacts(manifest: Manifest | null, result: JobResult | null 
     notVerified: ver.performed === false || r.verification?.performed === false
       ? String(ver.note ?? r.verification?.note ?? "verification was skipped") : null,
     status: verificationStatus(manifest ? ver : r.verification) ?? verificationStatus(r.verification) ?? "not_verified",
+    problems: [...strings(ver.problems), ...strings(ver.warnings)],
     note: typeof ver.note === "string" && ver.note ? ver.note
       : typeof r.verification?.note === "string" && r.verification.note ? r.verification.note : null,
   };
+}
+
+function strings(x: unknown): string[] {
+  return Array.isArray(x) ? x.filter((s): s is string => typeof s === "string" && !!s) : [];
 }
 
 /** A Python identifier-safe string literal. */
@@ -190,10 +197,13 @@ export function resultPanel(f: ResultFacts, ins: Inspection | null, actions?: Re
     verified_with_warnings: "The outputs match, but not every check passed (see the gradient check): train with care.",
     not_verified: "Nothing was compared: the result may still be right, but nobody checked. "
       + "Convert again with verification on, or check the outputs yourself before training.",
-    failed: "The unfrozen model does not compute what the frozen graph did: do not train it as it is.",
+    failed: f.problems.length ? "Verification found a problem (below): do not train this model as it is."
+      : "The unfrozen model does not compute what the frozen graph did: do not train it as it is.",
   };
+  if (f.status === "verified_with_warnings" && f.problems.length) explain.verified_with_warnings = "The outputs match, but see the warnings below: train with care.";
   return h("div.result", { "data-status": f.status },
     h("div.verdict", { "data-status": f.status }, status, h("span.verdict-text", null, explain[f.status]),
+      f.problems.length ? h("ul.verdict-problems", null, ...f.problems.map((p) => h("li", null, p))) : null,
       f.note && f.status !== "verified" ? h("div.verdict-note", null, "Verifier's note: ", f.note) : null,
       actions && (f.status === "not_verified" || f.status === "failed") ? remedy(f, ins, actions) : null),
     h("div.facts", null,
