@@ -407,7 +407,10 @@ def test_real_models_side_by_side_counts_weights_and_an_unverified_result(tensor
 
     # A 3,185-node graph before conversion: laid out (in the worker) and readable as it opens, not a sliver.
     page.set_viewport_size({"width": 1920, "height": 1080})
+    assert frame.locator("body").evaluate("() => window.scrollY") > 0  # scrolled down to the graphs
     frame.locator(f'li.model[data-model="{BIG}"]').click()
+    # Another model starts at the top of the page, not where the previous one was scrolled to.
+    assert frame.locator("body").evaluate("() => window.scrollY") == 0
     expect(frame.locator(".gv-status")).to_contain_text("3,185 nodes", timeout=60_000)
     expect(frame.locator(".gv-status")).to_contain_text("(worker)")
     sizes = _label_px(frame, "frozen", ".node text.label")

@@ -50,6 +50,8 @@ export class SideBySide {
   private graph!: UnionGraph;
   private expanded = new Set<string>();
   private view!: View;
+  /** The graph `view` and `layout` were made from: until a new graph's layout arrives, they belong to the old one. */
+  private viewGraph: UnionGraph | null = null;
   private layout!: Layout;
   private layouter = new LayoutClient();
   private layoutKey = "";
@@ -153,10 +155,12 @@ export class SideBySide {
     this.expanded = this.graph.defaultExpansion(VISIBLE_BUDGET);
     this.selected = null;
     this.expandAllBtn.disabled = this.graph.nodes.size > EXPAND_ALL_LIMIT;
+    const seq = this.dataSeq;
     return this.relayout(false).then(() => new Promise<void>((done) => {
       // The panes may not be in the document yet: frame the graph once they have a size.
-      requestAnimationFrame(() => { this.frameInitial(); done(); });
+      requestAnimationFrame(() => { if (seq === this.dataSeq) this.frameInitial(); done(); });
     })).then(() => {
+      if (seq !== this.dataSeq) return; // another graph was set meanwhile: it frames itself
       // The comparison is per model: a new model starts without one; the same model (reloaded) keeps it.
       const model = key.split("|")[0];
       if (model !== this.driftModel) {
@@ -186,6 +190,7 @@ export class SideBySide {
       this.el.classList.remove("busy");
       this.view = view;
       this.layout = layout;
+      this.viewGraph = graph;
       if (!keepSelection || (this.selected && !this.view.units.has(this.selected))) this.selected = null;
       for (const side of SIDES) this.draw(side);
       const n = this.graph.nodes.size;
@@ -355,6 +360,7 @@ export class SideBySide {
    * the inputs and the first converted layers, at the top of the pane.
    */
   frameInitial(): void {
+    if (this.viewGraph !== this.graph) return;
     this.fit();
     if (this.t.k >= READABLE_ZOOM || !this.layout) return;
     const { body } = this.panes.frozen;
@@ -434,7 +440,7 @@ export class SideBySide {
     this.driftScope.clear();
     if (!other || !this.opts.drift) {
       this.driftPanel.hidden = true;
-      if (had && this.view) for (const side of SIDES) this.draw(side);
+      if (had && this.view && this.viewGraph === this.graph) for (const side of SIDES) this.draw(side);
       return;
     }
     this.driftPanel.hidden = false;
@@ -468,15 +474,17 @@ export class SideBySide {
         h("a", { href: "#", on: { click: (e: Event) => { e.preventDefault(); this.find(w.name); } } }, w.name),
         h("span.muted", null, ` ${pct(w.relative)} · max |Δ| ${w.max_abs_diff.toPrecision(3)}`)))) : h("div.muted", null, "No weight moved."),
     );
-    for (const side of SIDES) this.draw(side);
-    this.applySelection();
+    if (this.viewGraph === this.graph) {
+      for (const side of SIDES) this.draw(side);
+      this.applySelection();
+    }
   }
 
   // ---- minimap ----
 
   private drawMinimap(): void {
     const L = this.layout;
-    if (!L) return;
+    if (!L || this.viewGraph !== this.graph) return;
     const maxW = 120;
     const maxH = 130;
     this.miniScale = Math.min(maxW / L.width, maxH / L.height);
@@ -574,6 +582,7 @@ export class SideBySide {
   }
 
   private applySelection(): void {
+    if (this.viewGraph !== this.graph) return;
     for (const side of SIDES) {
       const { vp, sel } = this.panes[side];
       vp.querySelectorAll(".selected").forEach((n) => n.classList.remove("selected"));
@@ -627,6 +636,7 @@ export class SideBySide {
    * lazily, so a big graph never turns into one huge layout.
    */
   revealConverted(): Promise<void> {
+    if (this.viewGraph !== this.graph) return Promise.resolve();
     let opened = 0;
     for (const u of this.view.units.values()) {
       if (u.kind !== "scope" || this.graph.ownedByNode(u.name)) continue;
