@@ -96,3 +96,23 @@ test("a 20k-node graph starts collapsed to about the budget", () => {
   const L = layoutView(v);
   assert.ok(L.millis < 20000, String(L.millis));
 });
+
+test("a variable named unlike its constant is the same node as that constant", () => {
+  const f = { nodes: [
+    { name: "Const", op: "Const", inputs: [] },
+    { name: "y", op: "Mul", inputs: ["x", "Const"] },
+    { name: "x", op: "Placeholder", inputs: [] },
+  ], converted: ["Const"] };
+  const u = { nodes: [
+    { name: "anchors/constant", op: "VarHandleOp", inputs: [], converted: true, variable: { source: "Const", trainable: true, helpers: [] } },
+    { name: "y", op: "Mul", inputs: ["x", "anchors/constant"] },
+    { name: "x", op: "Placeholder", inputs: [] },
+  ], converted: ["anchors/constant"], variables: 1 };
+  const g = new UnionGraph(f, u);
+  assert.equal(g.nodes.get("Const").unfrozen.op, "VarHandleOp");
+  assert.ok(!g.nodes.has("anchors/constant"));
+  assert.equal(g.aliasOf.get("anchors/constant"), "Const");
+  assert.deepEqual([...g.converted.unfrozen], ["Const"]);
+  assert.deepEqual(g.edges.unfrozen.find(([, b]) => b === "y"), ["x", "y"]);
+  assert.ok(g.edges.unfrozen.some(([a, b]) => a === "Const" && b === "y"));
+});

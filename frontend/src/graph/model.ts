@@ -102,8 +102,12 @@ export class UnionGraph {
   readonly edges: Record<Side, Array<[string, string]>> = { frozen: [], unfrozen: [] };
   readonly hasSide: Record<Side, boolean> = { frozen: false, unfrozen: false };
 
+  /** Unfrozen variable name → the frozen constant it was made from, where the two names differ. */
+  readonly aliasOf = new Map<string, string>();
+
   constructor(frozen: GraphData | null, unfrozen: GraphData | null) {
     this.scopes.set("", this.newScope("", "", 0));
+    if (frozen && unfrozen) unfrozen = this.mapVariables(frozen, unfrozen);
     const sides: Array<[Side, GraphData]> = [];
     if (frozen) sides.push(["frozen", frozen]);
     if (unfrozen) sides.push(["unfrozen", unfrozen]);
@@ -127,6 +131,31 @@ export class UnionGraph {
       scope.childScopes.sort();
       scope.childNodes.sort();
     }
+  }
+
+  /**
+   * A variable named differently from its constant (the constant's name was taken or invalid) is the same node
+   * as that constant for the comparison: the unfrozen side is renamed so both sit in one place and select together.
+   */
+  private mapVariables(frozen: GraphData, unfrozen: GraphData): GraphData {
+    const frozenNames = new Set(frozen.nodes.map((n) => n.name));
+    const unfrozenNames = new Set(unfrozen.nodes.map((n) => n.name));
+    const rename = new Map<string, string>();
+    for (const n of unfrozen.nodes) {
+      const src = n.variable?.source ? inputNode(n.variable.source) : null;
+      if (src && src !== n.name && frozenNames.has(src) && !unfrozenNames.has(src)) rename.set(n.name, src);
+    }
+    if (!rename.size) return unfrozen;
+    for (const [v, src] of rename) this.aliasOf.set(v, src);
+    const r = (x: string): string => rename.get(inputNode(x)) ?? inputNode(x);
+    return {
+      ...unfrozen,
+      converted: (unfrozen.converted ?? []).map((x) => rename.get(x) ?? x),
+      nodes: unfrozen.nodes.map((n) => (rename.has(n.name) || n.inputs.some((i) => rename.has(inputNode(i)))
+        || (n.control_inputs ?? []).some((i) => rename.has(inputNode(i)))
+        ? { ...n, name: rename.get(n.name) ?? n.name, inputs: n.inputs.map(r), control_inputs: n.control_inputs?.map(r) }
+        : n)),
+    };
   }
 
   private newScope(path: string, parent: string, depth: number): Scope {

@@ -289,7 +289,10 @@ export class SideBySide {
     const conv = g.converted[side].size;
     stats.dataset.nodes = String(nodes);
     stats.dataset.converted = String(conv);
-    stats.textContent = `${nodes.toLocaleString("en-US")} nodes · ${convertedText(side, conv)}`;
+    const altered = g.changed[side].size;
+    stats.dataset.changed = String(altered);
+    stats.textContent = `${nodes.toLocaleString("en-US")} nodes · ${convertedText(side, conv)}`
+      + (altered ? ` · ${altered} changed (not variables)` : "");
     stats.title = side === "unfrozen"
       ? `One node per variable: its ${g.folded.unfrozen.toLocaleString("en-US")} helper nodes (handle initializer, assign, read…) are folded into it.`
       : "Constants that became variables.";
@@ -657,7 +660,8 @@ export class SideBySide {
     const needle = text.trim().toLowerCase();
     if (!needle) return false;
     let hit: string | null = null;
-    for (const name of this.graph.nodes.keys()) {
+    for (const [v, src] of this.graph.aliasOf) if (v.toLowerCase() === needle) hit = src;
+    for (const name of hit ? [] : this.graph.nodes.keys()) {
       if (name.toLowerCase() === needle) { hit = name; break; }
       if (!hit && name.toLowerCase().includes(needle)) hit = name;
     }
