@@ -92,6 +92,16 @@ def test_dynamic_rnn_lstm_converts_verified_with_trainable_kernel(rnn):
     assert (rnn["out_dir"] / "saved_model_tf1" / "saved_model.pb").is_file()
 
 
+def test_dynamic_rnn_variables_keep_their_tf1_names(rnn):
+    """TF1 variables here are resource variables (the default of tf.compat.v1.get_variable under TF2): the TF1
+    freezer names each Const after its variable and its read `<consumer>/ReadVariableOp` or
+    `<variable>/Read/ReadVariableOp`. The converted variables keep the variables' names, as for ref variables
+    (test_convert_built.test_tf1_graph_keeps_variable_names)."""
+    names = {r["source"]: r["variable_name"] for r in rnn["manifest"]["variables"]}
+    assert names == {"rnn/lstm_cell/kernel": "rnn/lstm_cell/kernel", "rnn/lstm_cell/bias": "rnn/lstm_cell/bias",
+                     "head/w": "head/w"}, names
+
+
 def _tf2_model(rnn):
     model = tf.saved_model.load(str(rnn["out_dir"] / "saved_model"))
     fn = model.signatures["serving_default"]
