@@ -126,3 +126,13 @@ def test_training_moved_the_weights_and_only_the_chief_wrote(runs):
     assert all(not np.allclose(initial[n], single[n]) for n in runs["single"]["trainable"])
     assert (runs["tmp"] / "finetuned0" / "saved_model" / "saved_model.pb").is_file()
     assert not (runs["tmp"] / "finetuned1").exists()
+
+
+def test_the_chiefs_result_refreezes_with_the_trained_weights(runs):
+    from tb_unfreeze.refreeze import refreeze
+
+    report = refreeze(str(runs["tmp"] / "finetuned0"), str(runs["tmp"] / "finetuned.pb"))
+    assert report["verification"]["passed"]
+    trained = layer_weights(UnfrozenLayer(str(runs["tmp"] / "finetuned0")))
+    for name, value in runs["worker0"]["weights"].items():
+        np.testing.assert_array_equal(trained[name], value, err_msg=name)
