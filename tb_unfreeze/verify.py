@@ -251,10 +251,17 @@ def run_saved_model_tf1(saved_model: str, signature: dict, feeds: dict[str, np.n
 
     report: dict = {}
     graph = tf.Graph()
-    with tf.compat.v1.Session(graph=graph) as sess:
-        meta = tf.compat.v1.saved_model.load(sess, ["serve"], saved_model)
+    # The graph is loaded and its gradients built before any Session runs it (even the restore): a functional
+    # While's gradient rewrites the forward op, which TensorFlow ignores (then fails on) once a Session has run.
+    from tensorflow.python.saved_model import loader_impl  # noqa: PLC0415
+
+    loader = loader_impl.SavedModelLoader(saved_model)
+    with graph.as_default():
+        saver, _ = loader.load_graph(graph, ["serve"])
+    meta = loader.get_meta_graph_def_from_tags(["serve"])
+    with graph.as_default():
         sig = meta.signature_def["serving_default"]
-        feed = {graph.get_tensor_by_name(sig.inputs[k].name): feeds[n] for n, k in signature["inputs"].items()}
+        feed_tensors = {graph.get_tensor_by_name(sig.inputs[k].name): feeds[n] for n, k in signature["inputs"].items()}
         out_keys = list(signature["outputs"].items())
         fetches = [graph.get_tensor_by_name(sig.outputs[k].name) for _, k in out_keys]
         trainable = graph.get_collection(tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)
@@ -274,10 +281,13 @@ def run_saved_model_tf1(saved_model: str, signature: dict, feeds: dict[str, np.n
                     grads = [None] * len(trainable)
             report["missing"] = sorted(v.op.name for v, g in zip(trainable, grads) if g is None)
         present = [g for g in grads if g is not None]
-        values = sess.run([fetches, present], feed)
-        report["outputs"] = {tensor: v for (tensor, _), v in zip(out_keys, values[0])}
-        if present:
-            report["finite"] = all(bool(np.all(np.isfinite(x))) for x in values[1])
+    with tf.compat.v1.Session(graph=graph) as sess:
+        loader.restore_variables(sess, saver)
+        loader.run_init_ops(sess, ["serve"])
+        values = sess.run([fetches, present], feed_tensors)
+    report["outputs"] = {tensor: v for (tensor, _), v in zip(out_keys, values[0])}
+    if present:
+        report["finite"] = all(bool(np.all(np.isfinite(x))) for x in values[1])
     return report
 
 
