@@ -183,6 +183,9 @@ def _readable_name(node: node_def_pb2.NodeDef, read_op: str, role: R.Role, uses:
     name = node.name
     if read_op and read_op == name + "/read":
         return name  # TF1 freezer: the const keeps the variable's own name
+    last = name.rpartition("/")[2]
+    if read_op and not name.endswith("/resource") and not _GENERIC_NAME.match(last):
+        return name  # TF1 freezer, resource variables: the const keeps the variable's name, read by '<op>/ReadVariableOp'
     if read_op:
         reading = re.sub(r"/ReadVariableOp(_\d+)?$", "", read_op)
         scope = parent_scope(reading) or reading
