@@ -18,7 +18,6 @@ from tb_unfreeze.graph_index import split_input
 from tb_unfreeze.selection import Chosen
 
 MAPPED_PREFIX = "__tb_unfreeze__/"
-_VARIABLE_SUFFIXES = ("", "/Initializer", "/IsInitialized", "/Assign", "/Read")
 
 
 @dataclasses.dataclass
@@ -29,17 +28,18 @@ class Rewritten:
     removed: list[str]
 
 
+_BUNDLE = ("", "/Initializer/zeros/shape", "/Initializer/zeros/value", "/Initializer/zeros",
+           "/IsInitialized/VarIsInitializedOp", "/Assign", "/Read/ReadVariableOp")  # variable_nodes.py's names
+
+
 def _unique_variable_names(chosen: list[Chosen], graph_names: set[str]) -> dict[str, str]:
-    """Variable names that collide with nothing the import will create."""
-    prefixes = {name.rsplit("/", i)[0] for name in graph_names for i in range(1, name.count("/") + 1)}
+    """Variable names whose nodes (variable_nodes.add_variable_nodes) collide with no node of the graph."""
     taken: set[str] = set()
     result = {}
     for c in chosen:
         base = c.candidate.variable_name
         name, k = base, 0
-        while name in taken or name in graph_names or any(
-            f"{name}{s}" in prefixes or f"{name}{s}" in graph_names for s in _VARIABLE_SUFFIXES[1:]
-        ):
+        while name in taken or any(f"{name}{s}" in graph_names for s in _BUNDLE):
             k += 1
             name = f"{base}_{k}"
         taken.add(name)
@@ -92,6 +92,7 @@ def rewrite(graph_def: graph_pb2.GraphDef, chosen: list[Chosen], inputs: list[Gr
             kept = [x for x in node.input if x]
             del node.input[:]
             node.input.extend(kept)
+    _fold_freezer_reads(graph_def, mapped)
     removed = _remove_dangling(graph_def, replaced_nodes)
     _drop_colocation(graph_def, set(removed) | replaced_nodes)
     _drop_custom_gradients(graph_def)
@@ -102,6 +103,34 @@ def rewrite(graph_def: graph_pb2.GraphDef, chosen: list[Chosen], inputs: list[Gr
     names = {n.name for n in graph_def.node}
     variable_names = _unique_variable_names(chosen, names)
     return Rewritten(graph_def, mapped, variable_names, removed)
+
+
+def _fold_freezer_reads(graph_def: graph_pb2.GraphDef, mapped: dict[str, Chosen]) -> None:
+    """Drop the freezer's `Identity` reads named like the nodes a variable gets (`<variable>/Read/ReadVariableOp`,
+    TF1 freezer with resource variables): they would take the variable's name. Their readers read the variable."""
+    taken_by = {}
+    for reserved, c in mapped.items():
+        base = c.candidate.variable_name
+        for suffix in ("/Read/ReadVariableOp", "/read"):
+            taken_by[base + suffix] = reserved
+    doomed = {n.name: taken_by[n.name] for n in graph_def.node
+              if n.name in taken_by and n.op == "Identity" and list(n.input) == [taken_by[n.name]]}
+    if not doomed:
+        return
+    for node in graph_def.node:
+        for i, raw in enumerate(node.input):
+            producer, output, control = split_input(raw)
+            if producer in doomed and not control and output == 0:
+                node.input[i] = doomed[producer]
+            elif producer in doomed and control:
+                node.input[i] = ""
+        if "" in node.input:
+            kept = [x for x in node.input if x]
+            del node.input[:]
+            node.input.extend(kept)
+    kept = [n for n in graph_def.node if n.name not in doomed]
+    del graph_def.node[:]
+    graph_def.node.extend(kept)
 
 
 def _remove_dangling(graph_def: graph_pb2.GraphDef, start: set[str]) -> list[str]:
