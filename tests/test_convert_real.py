@@ -25,6 +25,11 @@ REAL = model_entries("real")
 NOT_CONVERTIBLE = {"deepmd_deeppot.pbtxt", "opencv_face_detector_uint8.pb", "tf_android_stylize_quantized.pb"}
 CONVERTIBLE = [p for p in REAL if p.values[0] is None or os.path.basename(p.values[0]) not in NOT_CONVERTIBLE]
 STATE_ROLES = {"bn_moving_mean", "bn_moving_variance"}
+# Files whose gradient values cannot be checked by finite differences, and why (reported as warnings, exit 0):
+# FakeQuant's straight-through gradient is by design not the forward pass's derivative; the other two saturate on
+# the probe inputs (a softmax at exactly 0/1, a sigmoid at 1 - 1e-6), so the loss does not move in float32.
+EXPECTED_WARNINGS = {"qat_fakequant_mlp_edgetpu.pb": "straight-through", "cnn_tfrecord_iterator_mouth.pb": "vacuous",
+                     "hollance_voice_logreg.pb": "vacuous"}
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +78,8 @@ def test_defaults_give_a_verified_model_with_every_weight_trainable(path, conver
     with open(path, "rb") as f:
         assert on_disk["source"]["sha256"] == hashlib.sha256(f.read()).hexdigest()
     ver = on_disk["verification"]
-    fake_quant = "FakeQuantWithMinMaxVars" in inspect_model(path).op_counts
-    expected = "verified_with_warnings" if fake_quant else "verified"
+    warning = EXPECTED_WARNINGS.get(os.path.basename(path))
+    expected = "verified_with_warnings" if warning else "verified"
     assert ver["status"] == expected, (ver["status"], ver.get("problems"), ver.get("note"))
     assert ver["performed"] and ver["passed"] is True
     for output, cmp in ver["outputs"].items():
@@ -84,8 +89,9 @@ def test_defaults_give_a_verified_model_with_every_weight_trainable(path, conver
     assert grads["checked"] == on_disk["totals"]["trainable_variables"] > 0
     assert grads["missing"] == [] and grads["finite"] is True and grads["errors"] == []
     fd = grads["finite_difference"]
-    if fake_quant:
-        assert fd["passed"] is None and "straight-through" in fd["note"]
+    if warning:
+        assert fd["passed"] is None and warning in fd["note"], fd
+        assert ver["problems"] and all("finite-difference" in p for p in ver["problems"]), ver["problems"]
     else:
         assert fd["passed"] is True and fd["relative_error"] <= 2e-2 and fd["variables"] == grads["checked"]
     assert on_disk["training_paths"]["tf2_eager"] and on_disk["training_paths"]["keras"]
