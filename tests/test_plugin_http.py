@@ -289,7 +289,8 @@ def test_earlier_conversions_are_kept_and_can_be_opened(client, plugin, logdir):
     assert old["state"] == "archived"
     assert {v["source"]: v["trainable"] for v in old["manifest"]["variables"]} == {"W": True, "b": False}
     archive = os.path.join(logdir, "unfreeze", REGRESSION, "conversions", first["id"])
-    assert old["manifest"]["out_dir"] == archive and os.path.isfile(os.path.join(archive, "saved_model", "saved_model.pb"))
+    assert old["manifest"]["out_dir"] == archive
+    assert os.path.isfile(os.path.join(archive, "saved_model", "saved_model.pb"))
     assert old["graphs"]["unfrozen"]["converted"] == ["W", "b"] and old["graphs"]["frozen"]["converted"] == ["W", "b"]
     # The archive shares the files of the replaced output (hard links), and the current output is the new one.
     assert client.get(f"{BASE}/manifest?model={REGRESSION}").json["totals"]["variables"] == 1
