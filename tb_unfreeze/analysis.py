@@ -240,16 +240,8 @@ def _with_default(index: GraphIndex, node, dtype, shape) -> tuple[str, float | b
 
 def find_outputs(index: GraphIndex) -> list[GraphOutput]:
     """Sinks that depend on an input: the nodes nobody reads, which are what a caller fetches."""
-    depends: set[str] = set()
+    depends = input_dependent(index)
     order = list(index.graph_def.node)
-    frontier = [n.name for n in order if n.op in R.INPUT_OPS]
-    depends.update(frontier)
-    while frontier:
-        name = frontier.pop()
-        for use in index.consumers(name):
-            if use.node.name not in depends:
-                depends.add(use.node.name)
-                frontier.append(use.node.name)
     outputs = []
     for node in order:
         if node.op in R.NOT_OUTPUTS or node.name not in depends:

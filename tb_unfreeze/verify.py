@@ -6,59 +6,11 @@ import os
 
 import numpy as np
 
-from tb_unfreeze.analysis import GraphInput
 from tb_unfreeze.errors import UserError
-
-UNKNOWN_DIM = 2  # size used for unknown dimensions in probe inputs
 
 
 class ProbeError(UserError):
     """No probe input can be made for an input (string input, unknown shape): the user must supply one."""
-
-
-def make_probes(inputs: list[GraphInput], npz: str | None, seed: int = 0) -> dict[str, np.ndarray]:
-    """Probe values for the inputs that must be fed, keyed by node name."""
-    supplied = {}
-    if npz:
-        try:
-            with np.load(npz, allow_pickle=False) as data:
-                supplied = {k: data[k] for k in data.files}
-        except (OSError, ValueError, EOFError) as e:
-            raise UserError(f"{npz}: cannot read probe inputs ({e}); pass an .npz keyed by input name.") from None
-    rng = np.random.default_rng(seed)
-    probes = {}
-    for inp in inputs:
-        if inp.default is not None:
-            probes[inp.name] = np.asarray(inp.default, dtype=bool if inp.dtype == "bool" else np.float32)
-            continue
-        if inp.kind != "data":
-            continue
-        key = inp.name if inp.name in supplied else inp.name.replace("/", "_")
-        if key in supplied:
-            probes[inp.name] = supplied[key]
-            continue
-        if inp.shape is None:
-            raise ProbeError(
-                f"input '{inp.name}' declares no shape, so no probe value can be made safely; pass --probe "
-                f"FILE.npz with an array named '{inp.name}', or --no-verify."
-            )
-        shape = [UNKNOWN_DIM if d < 0 else d for d in inp.shape]
-        if inp.dtype in ("float", "half", "double", "bfloat16"):
-            dtype = {"float": np.float32, "half": np.float16, "double": np.float64}.get(inp.dtype, np.float32)
-            probes[inp.name] = rng.standard_normal(shape).astype(dtype)
-        elif inp.dtype in ("int32", "int64", "int8", "int16", "uint8"):
-            probes[inp.name] = rng.integers(0, 2, size=shape).astype(inp.dtype)
-        elif inp.dtype == "bool":
-            probes[inp.name] = np.zeros(shape, dtype=bool)
-        else:
-            raise ProbeError(
-                f"cannot make a probe value for input '{inp.name}' of type {inp.dtype}; pass --probe FILE.npz "
-                f"with an array named '{inp.name}', or --no-verify."
-            )
-    missing = [k for k in supplied if k not in probes and k.replace("_", "/") not in probes]
-    if npz and missing:
-        raise UserError(f"{npz}: arrays {missing} match no input of the graph; name them after the input nodes.")
-    return probes
 
 
 # Outputs must agree within RTOL x max(1, |output|): float32 results of the same graph differ by the order in which
