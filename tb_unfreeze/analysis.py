@@ -182,6 +182,7 @@ def find_inputs(index: GraphIndex) -> list[GraphInput]:
         shape = shape_attr(node)
         if shape == [] and index.graph_def.versions.producer < 21:
             shape = None  # before GraphDef version 21 an empty shape meant "unknown" (TensorFlow's own rule)
+        declared = shape
         if shape is None and node.op == "Placeholder":
             shape = _shape_from_consumers(index, node.name)
         used = bool(index.consumers(node.name))
@@ -190,10 +191,11 @@ def find_inputs(index: GraphIndex) -> list[GraphInput]:
             kind = "unused"
         elif node.op == "PlaceholderWithDefault":
             kind, default = _with_default(index, node, dtype, shape)
-        elif dtype in FLOAT_DTYPES and (shape is None or shape == []) and (
+        elif dtype in FLOAT_DTYPES and (declared is None or declared == []) and (
             _KEEP_PROB.search(node.name) or _feeds_random_branch(index, node.name)
         ):
-            kind, default = "dropout_keep_prob", 1.0
+            # (judged on the declared shape: dropout's Sub(1, keep_prob) would make the guess a vector)
+            kind, default, shape = "dropout_keep_prob", 1.0, declared
         elif dtype_name(dtype) == "bool" and (shape is None or shape == []) and _LEARNING_PHASE.search(node.name):
             kind, default = "learning_phase", False
         inputs.append(GraphInput(node.name, dtype_name(dtype), shape, kind, default))

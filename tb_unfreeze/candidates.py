@@ -249,12 +249,14 @@ def find_candidates(index: GraphIndex, input_dependent: set[str] | None = None) 
         if not read_op and not shape and dtype not in QUANTIZED_DTYPES:
             roles = []  # a scalar is an epsilon or a scale unless a read op proves otherwise
         role_name = roles[0] if roles else ""
+        underlying = ""  # for a quantized weight: the role of the float value it stands for
         evidence = "read" if read_op else ("structure" if role_name else "none")
         if dtype in QUANTIZED_DTYPES:
             if reach.through_dequantize is None or (not shape and not read_op):
                 continue  # a quantized scalar is an epsilon or a scale (l2_normalize's Maximum/y), not a weight
             what = f" feeding a {role_name.replace('_', ' ')}" if role_name else ""
             reason = f"{dtype_name(dtype)} const dequantized by {reach.through_dequantize.name}{what}"
+            underlying = role_name
             role_name = "quantized_weight"
         elif role_name:
             linear_uses = sum(1 for u in reach.uses if u.node.op in R.LINEAR_OPS | {"BiasAdd"})
@@ -293,6 +295,8 @@ def find_candidates(index: GraphIndex, input_dependent: set[str] | None = None) 
                 recommendation = ("not converted by default: it only combines with other constants (a pre-computed "
                                   "table such as anchors), not with anything computed from the inputs")
         trainable = role.trainable or (role_name == "other" and evidence == "read")
+        if underlying in ("bn_moving_mean", "bn_moving_variance"):
+            trainable = False  # a quantized batch-norm statistic is still a statistic
         found.append(
             Candidate(
                 name=node.name,

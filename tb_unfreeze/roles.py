@@ -33,10 +33,9 @@ ROLES = {
         Role("rnn_kernel", True, "kernel"),
         Role("rnn_bias", True, "bias"),
         Role("weight", True, "weight"),
-        Role(
-            "quantized_weight", False, "kernel", recommended=False,
-            why_not="quantized: converting it makes a float variable in place of the quint8 value and its Dequantize",
-        ),
+        # stored quantized (quint8 + Dequantize) to save space: trained as float, converted to a float variable holding
+        # the dequantized values (what the graph computed with), named after its Dequantize
+        Role("quantized_weight", True, "kernel"),
         Role(
             "other", False, "constant", recommended=False,
             why_not="a float tensor with no proof it was a variable; include it if you want to train it",

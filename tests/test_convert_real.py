@@ -22,14 +22,17 @@ from tb_unfreeze.cli import main as cli_main  # noqa: E402
 
 REAL = model_entries("real")
 # Not convertible here, each for a reason the user is told (tested below): custom ops, all-quantized weights.
-NOT_CONVERTIBLE = {"deepmd_deeppot.pbtxt", "opencv_face_detector_uint8.pb", "tf_android_stylize_quantized.pb"}
+NOT_CONVERTIBLE = {"deepmd_deeppot.pbtxt", "tf_android_stylize_quantized.pb"}
 CONVERTIBLE = [p for p in REAL if p.values[0] is None or os.path.basename(p.values[0]) not in NOT_CONVERTIBLE]
 STATE_ROLES = {"bn_moving_mean", "bn_moving_variance"}
 # Files whose gradient values cannot be checked by finite differences, and why (reported as warnings, exit 0):
 # FakeQuant's straight-through gradient is by design not the forward pass's derivative; the other two saturate on
 # the probe inputs (a softmax at exactly 0/1, a sigmoid at 1 - 1e-6), so the loss does not move in float32.
+# The two ReLU6 MobileNets are curved along the gradient: the estimates approach it as the step shrinks but reach
+# float32 round-off first ("inconclusive", not a failure: a wrong gradient gives a plateau away from it).
 EXPECTED_WARNINGS = {"qat_fakequant_mlp_edgetpu.pb": "straight-through", "cnn_tfrecord_iterator_mouth.pb": "vacuous",
-                     "hollance_voice_logreg.pb": "vacuous"}
+                     "hollance_voice_logreg.pb": "vacuous", "mobilenet_v1_025_128_slim_frozen.pb": "inconclusive",
+                     "rranddom_doc_localisation_mnv2.pb": "inconclusive"}
 
 
 @pytest.fixture(scope="module")
@@ -210,27 +213,17 @@ def test_unregistered_ops_fail_conversion_naming_them(real_model, tmp_path, caps
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
-def test_quantized_graph_needs_only_and_then_converts(real_model, tmp_path, capsys):
+def test_quantized_weights_become_float_variables_by_default_named_after_their_dequantize(converted, real_model):
     path = real_model("opencv_face_detector_uint8.pb")
-    out = tmp_path / "out"
-    assert cli_main(["convert", path, "-o", str(out), "--no-verify"]) == 2
-    assert "nothing to convert" in capsys.readouterr().err
-    assert not out.exists()
+    out, manifest, _ = converted(path)
     ins = inspect_model(path)
-    picked = [c for c in ins.candidates if c.role == "quantized_weight" and len(c.shape) == 4][:3]
-    assert len(picked) == 3
-    probe = tmp_path / "probe.npz"
-    np.savez(probe, data=np.random.default_rng(0).standard_normal((1, 300, 300, 3)).astype(np.float32))
-    manifest = convert(path, out, selection=Selection(only=[c.name for c in picked]), probe=str(probe))
-    assert sorted(v["source"] for v in manifest["variables"]) == sorted(c.name for c in picked)
-    assert all(v["dtype"] == "float32" and not v["trainable"] for v in manifest["variables"])
-    assert manifest["verification"]["performed"] and manifest["verification"]["tf1_session"]["outputs_match"]
-    # the quantized consts are gone from the unfrozen graph: the variables replace their Dequantize outputs
+    assert len(manifest["variables"]) == sum(c.recommended for c in ins.candidates) == 90
+    assert all(v["dtype"] == "float32" and v["role"] == "quantized_weight" for v in manifest["variables"])
     graph_def = tf.compat.v1.GraphDef()
-    with open(out / "unfrozen_graph.pb", "rb") as f:
+    with open(os.path.join(out, "unfrozen_graph.pb"), "rb") as f:
         graph_def.ParseFromString(f.read())
     ops = {n.name: n.op for n in graph_def.node}
-    for c in picked:
+    for c in (c for c in ins.candidates if c.recommended):
         assert c.variable_name == c.tensor.split(":")[0], "named after its Dequantize, like the original variable"
         assert ops.get(c.name) is None and ops[c.variable_name] == "VarHandleOp"
 

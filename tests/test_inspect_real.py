@@ -110,13 +110,15 @@ def test_candidates_have_documented_keys_and_consistent_values(path, inspected):
         assert c["recommendation"].startswith("converted by default" if c["recommended"] else "not converted")
         assert isinstance(c["consumers"], list)
         if c["role"] == "quantized_weight":
-            assert not c["recommended"]
+            assert c["recommended"] or "same value" in c["recommendation"], c["recommendation"]
         else:
             assert oracle.dtype(node) in FLOAT
             assert c["nbytes"] == size * {"float": 4, "double": 8, "half": 2, "bfloat16": 2}[c["dtype"]]
             assert c["tensor"] == c["name"] + ":0"
-        if c["role"] in ("bn_moving_mean", "bn_moving_variance", "other", "quantized_weight"):
+        if c["role"] in ("bn_moving_mean", "bn_moving_variance", "other"):
             assert not c["trainable"] or c["evidence"] == "read"
+        elif c["role"] == "quantized_weight":
+            assert c["trainable"] == ("moving" not in c["reason"]), (c["name"], c["reason"])
         else:
             assert c["trainable"], (c["name"], c["role"])
     totals = d["totals"]
@@ -225,9 +227,16 @@ def test_tf2_frozen_names_rebuilt_from_scope(real_model):
     assert all(c.name.endswith("/resource") for c in ins.candidates)
 
 
-def test_quantized_weights_found_but_not_recommended(real_model):
+def test_quantized_weights_are_converted_into_float_variables_by_default(real_model):
     ins = inspect_model(real_model("opencv_face_detector_uint8.pb"))
-    assert ins.candidates and all(c.role == "quantized_weight" and not c.recommended for c in ins.candidates)
+    assert ins.candidates and all(c.role == "quantized_weight" for c in ins.candidates)
+    assert all(c.recommended or "same value" in c.recommendation for c in ins.candidates)
+    assert sum(c.recommended for c in ins.candidates) == 90  # 12 gamma/beta vectors hold one value: never trained
+    assert all(c.dtype == "float32" for c in ins.candidates)
+    stats = [c for c in ins.candidates if "batch norm" in c.reason and ("moving mean" in c.reason
+                                                                      or "moving variance" in c.reason)]
+    assert all(not c.trainable for c in stats)
+    assert sum(c.trainable for c in ins.candidates) > 20
     assert all(c.tensor != c.name + ":0" for c in ins.candidates), "the variable replaces the Dequantize output"
 
 
