@@ -22,7 +22,9 @@ from tb_unfreeze.cli import main as cli_main  # noqa: E402
 
 REAL = model_entries("real")
 # Not convertible here, each for a reason the user is told (tested below): custom ops, all-quantized weights.
-NOT_CONVERTIBLE = {"deepmd_deeppot.pbtxt", "tf_android_stylize_quantized.pb"}
+NOT_CONVERTIBLE = {"deepmd_deeppot.pbtxt", "tf_android_stylize_quantized.pb",
+                   # converts by default, but its gradients are not finite on the probes (tested below): not verified
+                   "opencv_face_detector_uint8.pb"}
 CONVERTIBLE = [p for p in REAL if p.values[0] is None or os.path.basename(p.values[0]) not in NOT_CONVERTIBLE]
 STATE_ROLES = {"bn_moving_mean", "bn_moving_variance"}
 # Files whose gradient values cannot be checked by finite differences, and why (reported as warnings, exit 0):
@@ -226,6 +228,12 @@ def test_quantized_weights_become_float_variables_by_default_named_after_their_d
     for c in (c for c in ins.candidates if c.recommended):
         assert c.variable_name == c.tensor.split(":")[0], "named after its Dequantize, like the original variable"
         assert ops.get(c.name) is None and ops[c.variable_name] == "VarHandleOp"
+    # Outputs are exact, but on the probe inputs some gradients are NaN (a normalisation of all-zero features):
+    # the conversion says so and is not reported as verified (the CLI exits 3).
+    ver = manifest["verification"]
+    assert ver["tf1_session"]["outputs_match"] and ver["tf2"]["outputs_match"]
+    assert ver["status"] == "failed" and not ver["passed"]
+    assert "some gradients are not finite (NaN or Inf)" in ver["problems"]
 
 
 def test_fully_quantized_graph_refused_in_one_line_then_dequantized_and_verified(real_model, tmp_path, capsys):
