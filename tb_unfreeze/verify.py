@@ -308,7 +308,17 @@ def verify_conversion(layout: dict, signature: dict, probes: dict, frozen_out: d
     outputs_ok = result["tf1_session"]["outputs_match"] and result["tf2"].get("outputs_match", False)
     gradients_ok = not missing and result["gradients"]["finite"] and not result["gradients"]["errors"] and (
         fd is None and checked == 0 or fd is not None and fd.get("passed") is not False)
+    # Equal outputs prove nothing when the frozen graph itself gives NaN/Inf on the probes.
+    floats = [np.asarray(v) for v in frozen_out.values() if np.issubdtype(np.asarray(v).dtype, np.floating)]
+    non_finite = [v for v in floats if v.size and not np.all(np.isfinite(v))]
+    all_non_finite = bool(floats) and all(v.size and not np.any(np.isfinite(v)) for v in floats)
+    result["outputs_finite"] = not non_finite
+    outputs_ok = outputs_ok and not all_non_finite
     result["status"], result["problems"] = summarize(result, outputs_ok, gradients_ok, checked, fd)
+    if non_finite:
+        result["problems"].insert(0, "the frozen graph's outputs are NaN or Inf on the probe inputs" + (
+            " everywhere: nothing could be compared; pass --probe FILE.npz with inputs it computes on"
+            if all_non_finite else " in places: those elements are compared only as NaN/Inf"))
     result["passed"] = result["status"] in ("verified", "verified_with_warnings")
     return result
 
