@@ -479,6 +479,8 @@ export class App {
     const now = Date.now();
     const step = j.progress?.step ?? "";
     if (step && j.state === "running" && list[list.length - 1]?.step !== step) list.push({ step, at: now });
+    // A warm worker can finish between two polls: show at least the last step it reported.
+    if (step && !list.length && (j.state === "done" || j.state === "failed")) list.push({ step, at: now });
     const running = j.state === "queued" || j.state === "running";
     const current = list[list.length - 1];
     const verification = j.state === "done" ? verificationStatus(j.result?.verification) ?? "not_verified" : null;
