@@ -340,7 +340,8 @@ NON_DIFFERENTIABLE = frozenset(
 # Decoders: their integer results carry no gradient; the float input (slot 0) is what the model is trained on.
 DECODERS = frozenset({"CTCGreedyDecoder", "CTCBeamSearchDecoder", "TopKV2", "NonMaxSuppressionV3",
                       "NonMaxSuppressionV4", "NonMaxSuppressionV5"})
-# Ops between a decoder and the sink a caller fetches (densifying, reshaping).
+# Sinks that densify a decoder's sparse result, and the ops between a decoder and the sink a caller fetches.
+_DECODED_SINKS = frozenset({"SparseToDense", "SparseTensorDenseAdd"})
 _DECODER_PLUMBING = frozenset({"SparseToDense", "SparseTensorDenseAdd", "Identity", "Reshape", "Cast", "Squeeze",
                                "ExpandDims", "Transpose"})
 
@@ -348,8 +349,7 @@ _DECODER_PLUMBING = frozenset({"SparseToDense", "SparseTensorDenseAdd", "Identit
 def _differentiable_source(index: GraphIndex, node):
     """For a sink like Cast(Greater(sigmoid, 0.5)) the sigmoid, for a CTC decoder's dense result the logits;
     None when the sink is differentiable."""
-    if node.op in _DECODER_PLUMBING - {"Identity", "Reshape", "Squeeze", "ExpandDims", "Transpose", "Cast"} or (
-            node.op in DECODERS):
+    if node.op in _DECODED_SINKS or node.op in DECODERS:
         frontier, seen = [node], 0
         while frontier and seen < 16:
             current = frontier.pop(0)

@@ -174,25 +174,19 @@ def complete_loops(graph_def, loops: list[Loop]) -> list[str]:
     added = []
     for loop in loops:
         for switch in loop.switches:
-            dtype_attr = nodes[switch].attr["T"]
-            if switch not in loop.exits:
-                exit_node = graph_def.node.add()
-                exit_node.name = _unique(f"{switch}/tb_unfreeze_exit", taken)
-                exit_node.op = "Exit"
-                exit_node.input.append(f"{switch}:0")
-                exit_node.attr["T"].CopyFrom(dtype_attr)
-                loop.exits[switch] = exit_node.name
-                loop.nodes.append(exit_node.name)
-                added.append(exit_node.name)
-            if switch not in loop.body_identities:
-                identity = graph_def.node.add()
-                identity.name = _unique(f"{switch}/tb_unfreeze_identity", taken)
-                identity.op = "Identity"
-                identity.input.append(f"{switch}:1")
-                identity.attr["T"].CopyFrom(dtype_attr)
-                loop.body_identities[switch] = identity.name
-                loop.nodes.append(identity.name)
-                added.append(identity.name)
+            # a loop variable's Switch: output 0 leaves the loop (Exit), output 1 enters the body (Identity)
+            for kind, op, output, found in (("exit", "Exit", 0, loop.exits), ("identity", "Identity", 1,
+                                                                             loop.body_identities)):
+                if switch in found:
+                    continue
+                node = graph_def.node.add()
+                node.name = _unique(f"{switch}/tb_unfreeze_{kind}", taken)
+                node.op = op
+                node.input.append(f"{switch}:{output}")
+                node.attr["T"].CopyFrom(nodes[switch].attr["T"])
+                found[switch] = node.name
+                loop.nodes.append(node.name)
+                added.append(node.name)
     return added
 
 

@@ -144,7 +144,7 @@ def convert(
     quantized = describe_quantization(graph.graph_def)
     if quantized and not dequantize:
         raise SelectionError(
-            f"{source} is a {quantized.removeprefix('fully quantized graph: ')[:0]}fully quantized graph "
+            f"{source} is a fully quantized graph "
             f"({quantized.split(': ', 1)[-1].split(';')[0]}): integer ops have no gradient; pass --dequantize to "
             "rewrite them into float ops on float variables (verified against the quantized outputs within "
             "quantization tolerance)."
