@@ -17,7 +17,7 @@ setup(
     extras_require={
         "tf": ["tensorflow-cpu>=2.21,<2.22"],
         "demo": ["scikit-learn"],
-        "test": ["pytest", "hypothesis", "playwright", "scikit-learn", "ruff"],
+        "test": ["pytest", "hypothesis", "playwright", "scikit-learn", "ruff", "jsonschema"],
     },
     entry_points={
         "console_scripts": ["tb-unfreeze=tb_unfreeze.cli:main"],

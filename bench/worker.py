@@ -75,12 +75,12 @@ def step_convert(path: str, out: str, verify: str) -> dict:
 
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    manifest = convert(path, out, verify=verify == "1")
+    result = convert(path, out, verify=verify == "1")
     seconds = time.perf_counter() - t0
-    ver = manifest["verification"]
-    return {"seconds": seconds, "import_tf": import_tf, "base_kb": base, "timings": manifest["timings"],
-            "variables": manifest["totals"]["variables"], "verified": ver.get("passed"),
-            "verify_note": ver.get("note", "")}
+    ver = result.verification
+    return {"seconds": seconds, "import_tf": import_tf, "base_kb": base, "timings": result.timings,
+            "variables": result.totals["variables"], "verified": ver.passed, "status": ver.status,
+            "verify_note": ver.note}
 
 
 def step_recipe(path: str, out: str) -> dict:
@@ -239,10 +239,12 @@ def step_plugin_convert(path: str, logdir: str, clicks: str = "2") -> dict:
         seconds = time.perf_counter() - t0
         if job["state"] != "done":
             raise RuntimeError(f"conversion through the plugin failed: {job['error']}")
-        manifest = json.loads(client.get(f"{api}/manifest?model={model_id}").get_data())
+        from tb_unfreeze.contract import ConversionResult  # noqa: PLC0415
+
+        result = ConversionResult.from_json(json.loads(client.get(f"{api}/manifest?model={model_id}").get_data()))
         runs.append({"seconds": seconds, "ready": ready, "waited_for_worker": waited, "steps": steps,
-                     "pid": worker.POOL.last_pid, "timings": manifest.get("timings"),
-                     "verified": (job["result"] or {}).get("verification", {}).get("passed")})
+                     "pid": worker.POOL.last_pid, "timings": result.timings,
+                     "verified": result.verification.passed, "status": result.verification.status})
         t_open = time.perf_counter()
     plugin.stop()
     worker.POOL.shutdown()

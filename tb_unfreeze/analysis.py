@@ -14,7 +14,7 @@ from tb_unfreeze.graph_index import FLOAT_DTYPES, GraphIndex, attr_dtype, dtype_
 from tb_unfreeze.loading import FrozenGraph, load_graph
 from tb_unfreeze.pipeline import KNOB_ATTR, cut_input_pipeline, expose_constant_dropout
 
-SCHEMA = "tb_unfreeze.inspect/1"
+SCHEMA = "tb_unfreeze.inspect/2"
 _KEEP_PROB = re.compile(r"keep_prob|dropout", re.I)
 _LEARNING_PHASE = re.compile(r"learning_phase|is_training|training", re.I)
 

@@ -129,55 +129,53 @@ def _progress(enabled: bool):
 
 
 def _cmd_convert(args) -> int:
-    from tb_unfreeze.selection import Selection  # noqa: PLC0415
+    from tb_unfreeze.contract import ConversionRequest  # noqa: PLC0415
 
-    overrides = {n: True for n in args.trainable} | {n: False for n in args.frozen}
-    selection = Selection(only=args.only, exclude=args.exclude, trainable=overrides)
+    request = ConversionRequest(
+        only=args.only, exclude=args.exclude or (), trainable={n: True for n in args.trainable} | {
+            n: False for n in args.frozen}, inputs=args.inputs, outputs=args.outputs, verify=not args.no_verify,
+        probe=args.probe, dequantize=args.dequantize)
     bar, callback = _progress(not args.json)
     from tb_unfreeze.conversion import convert  # noqa: PLC0415
 
     if bar:
         bar.start()
     try:
-        manifest = convert(args.model, args.output, selection=selection, inputs=args.inputs, outputs=args.outputs,
-                           verify=not args.no_verify, replace=args.replace, probe=args.probe, progress=callback,
-                           dequantize=args.dequantize)
+        result = convert(args.model, args.output, request, replace=args.replace, progress=callback)
     finally:
         if bar:
             bar.stop()
     if args.logdir:
         from tb_unfreeze.graph_runs import log_graphs  # noqa: PLC0415
 
-        model_id = os.path.basename(args.model)
-        manifest["runs"] = log_graphs(args.logdir, model_id, frozen=args.model, unfrozen=manifest["out_dir"])
-    v = manifest["verification"]
-    code = EXIT_OK if v.get("passed") or not v.get("requested", True) else EXIT_NOT_VERIFIED
+        result.runs = log_graphs(args.logdir, os.path.basename(args.model), frozen=args.model, unfrozen=result.out_dir)
+        result.write()
+    v = result.verification
+    code = EXIT_OK if v.passed or not v.requested else EXIT_NOT_VERIFIED
     if args.json:
-        json.dump(manifest, sys.stdout, indent=1)
+        json.dump(result.to_json(), sys.stdout, indent=1)
         sys.stdout.write("\n")
         return code
-    t = manifest["totals"]
-    print(f"wrote {manifest['saved_model']}: {t['variables']} variables ({t['trainable_variables']} trainable), "
+    t = result.totals
+    print(f"wrote {result.layout.saved_model}: {t['variables']} variables ({t['trainable_variables']} trainable), "
           f"{t['trainable_parameters']:,} trainable parameters")
-    for note in manifest.get("notes", []):
+    for note in result.notes:
         print(f"note: {note}")
-    status = v.get("status", "not_verified")
-    if v.get("performed"):
-        g = v["gradients"]
-        fd = g.get("finite_difference") or {}
-        fd_text = (f"; finite-difference check {'agrees' if fd.get('passed') else 'DISAGREES' if fd.get('passed') is False else 'not comparable'}"
+    if v.performed:
+        fd = v.details["gradients"].get("finite_difference") or {}
+        fd_text = (f"; finite-difference check {'agrees' if v.finite_difference else 'DISAGREES' if v.finite_difference is False else 'not comparable'}"
                    f" (relative error {fd['relative_error']:.2g})" if fd else "")
-        print(f"{status.upper().replace('_', ' ')}: outputs max abs diff {v['max_abs_diff']:.3g}; gradients reach "
-              f"{g['checked'] - len(g['missing'])} of {g['checked']} trainable variables{fd_text}")
-        for problem in v.get("problems", []):
+        print(f"{v.headline}: outputs max abs diff {v.max_abs_diff:.3g}; gradients reach "
+              f"{v.gradients_checked - len(v.gradients_missing)} of {v.gradients_checked} trainable variables{fd_text}")
+        for problem in v.problems:
             print(f"  problem: {problem}", file=sys.stderr if code else sys.stdout)
-    elif v.get("requested", True):
-        print(f"NOT VERIFIED: {v.get('note')}", file=sys.stderr)
+    elif v.requested:
+        print(f"NOT VERIFIED: {v.note}", file=sys.stderr)
     else:
-        print(f"not verified: {v.get('note')}")
-    print(f"training: {manifest['training_paths']['note'] or 'TF2 (GradientTape, Keras fit via tb_unfreeze.keras) and TF1 Session'}")
+        print(f"not verified: {v.note}")
+    print(f"training: {result.training_paths.get('note') or 'TF2 (GradientTape, Keras fit via tb_unfreeze.keras) and TF1 Session'}")
     if code:
-        print(f"exit {code}: the conversion was written to {manifest['out_dir']} but is not verified; see "
+        print(f"exit {code}: the conversion was written to {result.out_dir} but is not verified; see "
               "'problems' above (pass --probe FILE.npz when the inputs need real values, or --no-verify to skip).",
               file=sys.stderr)
     return code

@@ -1,10 +1,14 @@
-"""Convert a frozen graph into a trainable SavedModel: load → choose → rewrite → export → verify → manifest."""
+"""Convert a frozen graph into a trainable SavedModel: a short pipeline of typed stages.
+
+    check (no TensorFlow) → import TensorFlow → reference run (probes) → rewrite → build and save → verify → write
+
+The request and the result are `contract.ConversionRequest` and `contract.ConversionResult` (the manifest).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import platform
 import time
@@ -14,19 +18,28 @@ import numpy as np
 
 from tb_unfreeze import control_flow as CF
 from tb_unfreeze import verify as V
-from tb_unfreeze.analysis import Inspection, inspect_graph, prepare_graph, unregistered_ops
-from tb_unfreeze.errors import ConversionError, SelectionError, UnsupportedOpsError, UserError
-from tb_unfreeze.graph_index import const_problem
+from tb_unfreeze.analysis import GraphInput, Inspection, inspect_graph, prepare_graph, unregistered_ops
+from tb_unfreeze.contract import (
+    SAVED_MODEL,
+    SAVED_MODEL_TF1,
+    UNFROZEN_GRAPH,
+    ConversionRequest,
+    ConversionResult,
+    Layout,
+    Source,
+    Variable,
+    Verification,
+)
+from tb_unfreeze.errors import ConversionError, SelectionError, UnsupportedOpsError
+from tb_unfreeze.graph_index import const_problem, split_input, tensor_name
 from tb_unfreeze.loading import FrozenGraph, load_graph_and_bytes, reparse
 from tb_unfreeze.output_dir import check_output_dir, staged_dir
 from tb_unfreeze.quantized import dequantize_graph, describe_quantization
-from tb_unfreeze.rewrite import rewrite, signature_keys
+from tb_unfreeze.rewrite import Rewritten, rewrite, signature_keys
 from tb_unfreeze.selection import Chosen, Selection, choose
 from tb_unfreeze.tensorflow_env import import_tensorflow
 from tb_unfreeze.variable_nodes import add_variable_nodes, attach_variable, read_tensor
 
-from tb_unfreeze.convert_paths import MANIFEST, SAVED_MODEL, SAVED_MODEL_TF1, UNFROZEN_GRAPH  # noqa: F401
-MANIFEST_SCHEMA = "tb_unfreeze.manifest/1"
 Progress = Callable[[str, float], None]
 
 
@@ -82,10 +95,10 @@ def _resolve_io(inspection: Inspection, inputs, outputs):
             )
         chosen_inputs = [by_name[n] for n in inputs]
     if outputs:
-        missing = [n for n in outputs if n.split(":")[0] not in inspection.index.nodes]
+        missing = [n for n in outputs if split_input(n)[0] not in inspection.index.nodes]
         if missing:
             raise SelectionError(f"--outputs names '{missing[0]}', which is not a node of {inspection.graph.path}.")
-        fetches = [n if ":" in n else f"{n}:0" for n in outputs]
+        fetches = [tensor_name(n) for n in outputs]
     else:
         fetches = [o.tensor for o in inspection.outputs]
     if not fetches:
@@ -117,178 +130,251 @@ def _quantized_values(tf, graph_def, chosen: list[Chosen]) -> dict:
         return dict(zip(tensors, sess.run(fetched)))
 
 
+@dataclasses.dataclass
+class Checked:
+    """Stage 1, before TensorFlow: the input, the request and the output folder checked; what to convert."""
+
+    source: str
+    out: str
+    described: FrozenGraph  # the graph's facts; its GraphDef is parsed again by TensorFlow
+    data: bytes | None
+    sha256: str
+    inspection: Inspection
+    chosen: list[Chosen]
+    feed_inputs: list[GraphInput]
+    fetches: list[str]
+    trains: dict[str, bool]
+
+    @property
+    def defaults(self) -> dict:
+        return {i.name: i.default for i in self.inspection.inputs if i.default is not None and i.kind != "unused"}
+
+
+@dataclasses.dataclass
+class Reference:
+    """Stage 3: probe inputs and the frozen graph's outputs on them (empty, with a note, when they cannot be had)."""
+
+    probes: dict
+    frozen_out: dict
+    quantized_out: dict | None = None
+    note: str = ""
+
+
+@dataclasses.dataclass
+class Rewrite:
+    """Stage 4: the graph with variables in place of the chosen constants, their values and the signature."""
+
+    rewritten: Rewritten
+    values: dict
+    signature: dict
+
+
 def convert(
     source: str | os.PathLike,
     out_dir: str | os.PathLike,
+    request: ConversionRequest | None = None,
     *,
-    selection: Selection | None = None,
-    inputs: list[str] | None = None,
-    outputs: list[str] | None = None,
-    verify: bool = True,
     replace: bool = False,
-    probe: str | None = None,
     progress: Progress | None = None,
-    dequantize: bool = False,
-) -> dict:
+    selection: Selection | None = None,
+    **options,
+) -> ConversionResult:
     """Turn the chosen constants of a frozen graph into variables and write a verified SavedModel.
 
-    Returns the manifest (also written to `out_dir/unfreeze.json`). Raises a UserError, writing nothing, when the
-    input, the selection or the output directory is wrong, or when TensorFlow cannot run the graph.
+    `request` says what to convert (or pass its fields as keywords: `selection=Selection(...)`, `inputs`,
+    `outputs`, `verify`, `probe`, `dequantize`). Returns the result, also written to `out_dir/unfreeze.json`.
+    Raises a UserError, writing nothing, when the input, the request or the output directory is wrong, or when
+    TensorFlow cannot run the graph.
     """
-    source, out_dir = os.fspath(source), os.fspath(out_dir)
+    request = _request(request, selection, options)
     step, timings = _steps(progress)
     step("load", 0.0)
+    checked = check(os.fspath(source), os.fspath(out_dir), request, replace)
+    step("import tensorflow", 0.02)
+    tf = import_tensorflow()  # only conversion pays for TensorFlow
+    step("load", 0.05)
+    graph_def, quantized_def = _tensorflow_graph(tf, checked, request)
+    reference = Reference({}, {}, note="skipped (--no-verify)")
+    if request.verify:
+        step("run frozen graph", 0.1)
+        reference = reference_run(tf, checked, graph_def, quantized_def, request.probe)
+    step("rewrite", 0.3)
+    rewritten = rewrite_graph(tf, checked, graph_def)
+    del graph_def
+    loops = checked.inspection.loops
+    layout = Layout(checked.out, loops=bool(loops))
+    with staged_dir(checked.out) as tmp:
+        staged = Layout(tmp, loops=bool(loops))
+        step("build and save", 0.4)
+        variables = _build_and_save(tf, rewritten.rewritten, checked.chosen, rewritten.values, checked.feed_inputs,
+                                    checked.defaults, checked.fetches, rewritten.signature, tmp, loops=loops,
+                                    trains=checked.trains)
+        verification = Verification.from_json(
+            verify_stage(checked, reference, rewritten.signature, staged, request, lambda name: step(name, 0.8)))
+        step("write manifest", 0.95)
+        result = _result(tf, checked, request, layout, variables, verification, rewritten)
+        step("done", 1.0)
+        result.timings = timings
+        result.write(tmp)
+    return result
+
+
+def _request(request: ConversionRequest | None, selection: Selection | None, options: dict) -> ConversionRequest:
+    unknown = sorted(set(options) - set(ConversionRequest.FIELDS))
+    if unknown:
+        raise TypeError(f"convert() got unexpected keyword argument(s) {', '.join(unknown)}")
+    if request is not None:
+        if selection is not None or options:
+            raise TypeError("convert(): pass a ConversionRequest or its fields as keywords, not both")
+        return request
+    selection = selection or Selection()
+    return ConversionRequest(only=selection.only, exclude=tuple(selection.exclude),
+                             trainable=dict(selection.trainable), **options)
+
+
+def check(source: str, out_dir: str, request: ConversionRequest, replace: bool) -> Checked:
+    """Every check a user's input can fail, before TensorFlow is imported (seconds, and C++ log lines)."""
     out = check_output_dir(source, out_dir, replace)
-    # Every check a user's input can fail runs before TensorFlow is imported (seconds, and C++ log lines).
     graph, data = load_graph_and_bytes(source)
     quantized = describe_quantization(graph.graph_def)
-    if quantized and not dequantize:
+    if quantized and not request.dequantize:
         raise SelectionError(
             f"{source} is a fully quantized graph "
             f"({quantized.split(': ', 1)[-1].split(';')[0]}): integer ops have no gradient; pass --dequantize to "
             "rewrite them into float ops on float variables (verified against the quantized outputs within "
             "quantization tolerance)."
         )
-    if dequantize:
+    if request.dequantize:
         if not quantized:
             raise SelectionError(f"--dequantize: {source} has no quantized ops (QuantizedConv2D, QuantizedMatMul) "
                                  "to rewrite; convert it without --dequantize.")
         graph = dataclasses.replace(graph, graph_def=dequantize_graph(graph.graph_def))
     check_graph(graph)
     inspection = inspect_graph(graph)
-    chosen = choose(inspection, selection)
+    chosen = choose(inspection, request.selection())
     if not chosen:
         raise SelectionError(
             f"nothing to convert in {source}: none of its {len(inspection.candidates)} candidate(s) is selected "
             "(those not converted by default need --only NAME ...); see `tb-unfreeze inspect`."
         )
-    feed_inputs, fetches, trains = _resolve_io(inspection, inputs, outputs)
-    sha256 = hashlib.sha256(data).hexdigest()
-    step("import tensorflow", 0.02)
-    tf = import_tensorflow()  # only conversion pays for TensorFlow
+    feed_inputs, fetches, trains = _resolve_io(inspection, request.inputs, request.outputs)
+    return Checked(source, out, graph, data, hashlib.sha256(data).hexdigest(), inspection, chosen, feed_inputs,
+                   fetches, trains)
 
-    missing_ops = unregistered_ops(set(inspection.op_counts) - {f.signature.name for f in graph.graph_def.library.function})
+
+def _tensorflow_graph(tf, checked: Checked, request: ConversionRequest):
+    """TensorFlow's own parse of the same bytes (import_graph_def accepts no other class), the same cuts applied;
+    with --dequantize also the quantized original, the reference to check against."""
+    inspection = checked.inspection
+    functions = {f.signature.name for f in checked.described.graph_def.library.function}
+    missing_ops = unregistered_ops(set(inspection.op_counts) - functions)
     if missing_ops:
         raise UnsupportedOpsError(
-            f"{source} uses op(s) this TensorFlow {tf.__version__} does not register: {', '.join(missing_ops)}; "
-            "load the library that defines them (tf.load_op_library) or convert on a TensorFlow that has them."
+            f"{checked.source} uses op(s) this TensorFlow {tf.__version__} does not register: "
+            f"{', '.join(missing_ops)}; load the library that defines them (tf.load_op_library) or convert on a "
+            "TensorFlow that has them."
         )
-    step("load", 0.05)
-    # The same bytes again, into TensorFlow's GraphDef class (import_graph_def accepts no other); the
-    # TensorBoard-class copy used for the checks is dropped first, so only one parsed copy is ever alive.
-    described = dataclasses.replace(graph, graph_def=None)
-    graph = inspection.graph = inspection.index = None
-    graph = inspection.graph = reparse(described, data, tf.compat.v1.GraphDef)
-    quantized_def = None
-    if dequantize:  # the same rewrite on TensorFlow's copy; the quantized original is the reference to check
-        quantized_def = graph.graph_def
-        graph.graph_def = dequantize_graph(quantized_def)
-    prepare_graph(graph.graph_def)  # the same cuts on TensorFlow's copy (input pipeline)
-    del data
-    defaults = {i.name: i.default for i in inspection.inputs if i.default is not None and i.kind != "unused"}
-    probes, frozen_out, verify_note, quantized_out = {}, {}, "", None
-    if verify:
-        step("run frozen graph", 0.1)
-        try:
-            from tb_unfreeze import probes as P  # noqa: PLC0415 (imports TensorFlow)
+    # The TensorBoard-class copy used for the checks is dropped first, so only one parsed copy is ever alive.
+    described = dataclasses.replace(checked.described, graph_def=None)
+    checked.described = described
+    inspection.graph = inspection.index = None
+    parsed = reparse(described, checked.data, tf.compat.v1.GraphDef)
+    checked.data = None
+    inspection.graph = described
+    graph_def, quantized_def = parsed.graph_def, None
+    if request.dequantize:
+        quantized_def, graph_def = graph_def, dequantize_graph(graph_def)
+    prepare_graph(graph_def)  # the same cuts on TensorFlow's copy (input pipeline)
+    return graph_def, quantized_def
 
-            probes = P.make_probes(feed_inputs, probe, quantized_def or graph.graph_def, fetches)
-            quantized_out = P.run_frozen(quantized_def, probes, fetches, defaults) if quantized_def else None
-            frozen_out = P.run_frozen(graph.graph_def, probes, fetches, defaults)
-        except V.ProbeError as e:
-            verify_note = str(e)
-        except (tf.errors.OpError, ValueError) as e:
-            verify_note = f"the frozen graph does not run on probe inputs: {_first_line(e)}; pass --probe FILE.npz"
-    step("rewrite", 0.3)
-    node_by_name = {n.name: n for n in graph.graph_def.node}
-    quantized = _quantized_values(tf, graph.graph_def, chosen)
-    values = {c.candidate.name: _const_value(tf, c, node_by_name, quantized) for c in chosen}
-    rewritten = rewrite(graph.graph_def, chosen, inspection.inputs)
+
+def reference_run(tf, checked: Checked, graph_def, quantized_def, probe: str | None) -> Reference:
+    """Probe inputs (the user's .npz, or searched for) and the frozen graph's outputs on them."""
+    from tb_unfreeze import probes as P  # noqa: PLC0415 (imports TensorFlow)
+
+    try:
+        probes = P.make_probes(checked.feed_inputs, probe, quantized_def or graph_def, checked.fetches)
+        quantized_out = (P.run_frozen(quantized_def, probes, checked.fetches, checked.defaults)
+                         if quantized_def is not None else None)
+        frozen_out = P.run_frozen(graph_def, probes, checked.fetches, checked.defaults)
+    except V.ProbeError as e:
+        return Reference({}, {}, note=str(e))
+    except (tf.errors.OpError, ValueError) as e:
+        return Reference({}, {}, note=f"the frozen graph does not run on probe inputs: {_first_line(e)}; pass "
+                                      "--probe FILE.npz")
+    return Reference(probes, frozen_out, quantized_out)
+
+
+def rewrite_graph(tf, checked: Checked, graph_def) -> Rewrite:
+    node_by_name = {n.name: n for n in graph_def.node}
+    quantized = _quantized_values(tf, graph_def, checked.chosen)
+    values = {c.candidate.name: _const_value(tf, c, node_by_name, quantized) for c in checked.chosen}
+    rewritten = rewrite(graph_def, checked.chosen, checked.inspection.inputs)
     rewritten.graph_def = _without_source(tf, rewritten.graph_def)
-    # Release the source graph: its protobuf arena holds every weight once more until the message is gone.
+    # The source graph's protobuf arena holds every weight once more: the caller drops its last reference.
     del node_by_name, quantized
-    graph.graph_def = None
+    del graph_def.node[:]
+    feed_inputs, fetches = checked.feed_inputs, checked.fetches
     in_keys = signature_keys([i.name for i in feed_inputs])
     out_keys = signature_keys([f.split(":")[0] if f.endswith(":0") else f.replace(":", "_") for f in fetches])
     signature = {
         "inputs": {i.name: in_keys[i.name] for i in feed_inputs},
         "outputs": dict(zip(fetches, out_keys.values())),
     }
-    optional = [i.name for i in inspection.inputs if i.kind == "optional" and i.name not in signature["inputs"]]
+    optional = [i.name for i in checked.inspection.inputs
+                if i.kind == "optional" and i.name not in signature["inputs"]]
     if optional:
         keys = signature_keys([i.name for i in feed_inputs] + optional)
         signature["optional_inputs"] = {n: keys[n] for n in optional}
-    loops = inspection.loops
-    with staged_dir(out) as tmp:
-        step("build and save", 0.4)
-        variables = _build_and_save(tf, rewritten, chosen, values, feed_inputs, defaults, fetches, signature, tmp,
-                                    loops=loops, trains=trains)
-        if not verify:
-            verification = V.not_performed("skipped (--no-verify)", requested=False)
-        elif verify_note:
-            verification = V.not_performed(verify_note)
-        else:
-            step("verify outputs and gradients", 0.7)
-            layout = {"saved_model": os.path.join(tmp, SAVED_MODEL),
-                      "saved_model_tf1": os.path.join(tmp, SAVED_MODEL_TF1 if loops else SAVED_MODEL)}
-            verification = V.verify_conversion(
-                layout, signature, probes, frozen_out, trains=trains, tf1_control_flow_v1=bool(loops),
-                fake_quant="FakeQuantWithMinMaxVars" in inspection.op_counts
-                or "FakeQuantWithMinMaxArgs" in inspection.op_counts,
-                progress=lambda name: step(name, 0.8),
-            )
-            if quantized_out is not None:
-                V.check_against_quantized(verification, quantized_out, frozen_out)
-        step("write manifest", 0.95)
-        manifest = {
-            "schema": MANIFEST_SCHEMA,
-            "source": {"path": os.path.abspath(source), "sha256": sha256, "size": graph.size, "format": graph.format},
-            "out_dir": out,
-            "saved_model": os.path.join(out, SAVED_MODEL),
-            "saved_model_tf1": os.path.join(out, SAVED_MODEL_TF1 if loops else SAVED_MODEL),
-            "unfrozen_graph": os.path.join(out, UNFROZEN_GRAPH),
-            "selection": (selection or Selection()).to_dict(),
-            "dequantized": bool(dequantize),
-            "variables": variables,
-            "totals": {
-                "variables": len(variables),
-                "trainable_variables": sum(v["trainable"] for v in variables),
-                "parameters": sum(v["size"] for v in variables),
-                "trainable_parameters": sum(v["size"] for v in variables if v["trainable"]),
-            },
-            "removed_nodes": rewritten.removed,
-            "inputs": [i.to_dict() for i in feed_inputs],
-            "input_defaults": defaults,
-            "outputs": fetches,
-            "trainable_outputs": [f for f in fetches if trains[f]],
-            "output_notes": {o.tensor: o.note for o in inspection.outputs if o.note and o.tensor in trains},
-            "optional_inputs": [i.name for i in inspection.inputs if i.kind == "optional"],
-            "notes": inspection.notes,
-            "signature": signature,
-            "control_flow": inspection.control_flow,
-            "loops": [{"frame": lp.frame, "loop_variables": len(lp.switches),
-                       "gradient": "rebuilt" if not CF.unsupported_loops([lp]) else CF.unsupported_loops([lp])[0]}
-                      for lp in loops],
-            "training_paths": inspection.training_paths,
-            "verification": verification,
-            "versions": {
-                "tb_unfreeze": _version(),
-                "tensorflow": tf.__version__,
-                "python": platform.python_version(),
-            },
-            "timings": timings,
-        }
-        step("done", 1.0)
-        manifest["timings"] = timings
-        with open(os.path.join(tmp, MANIFEST), "w") as f:
-            json.dump(manifest, f, indent=1, default=_json_default)
-    return manifest
+    return Rewrite(rewritten, values, signature)
 
 
-def _json_default(value):
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(type(value).__name__)
+def verify_stage(checked: Checked, reference: Reference, signature: dict, staged: Layout,
+                 request: ConversionRequest, progress) -> dict:
+    """The verification record (policy: `verify.verify_conversion`)."""
+    if not request.verify:
+        return V.not_performed("skipped (--no-verify)", requested=False)
+    if reference.note:
+        return V.not_performed(reference.note)
+    progress("verify outputs and gradients")
+    ops = checked.inspection.op_counts
+    verification = V.verify_conversion(
+        staged, signature,
+        reference.probes, reference.frozen_out, trains=checked.trains, tf1_control_flow_v1=staged.loops,
+        fake_quant="FakeQuantWithMinMaxVars" in ops or "FakeQuantWithMinMaxArgs" in ops, progress=progress,
+    )
+    if reference.quantized_out is not None:
+        V.check_against_quantized(verification, reference.quantized_out, reference.frozen_out)
+    return verification
+
+
+def _result(tf, checked: Checked, request: ConversionRequest, layout: Layout, variables: list[Variable],
+            verification: Verification, rewritten: Rewrite) -> ConversionResult:
+    inspection, trains = checked.inspection, checked.trains
+    graph = checked.described
+    return ConversionResult(
+        source=Source(os.path.abspath(checked.source), checked.sha256, graph.size, graph.format),
+        layout=layout,
+        request=request,
+        variables=variables,
+        verification=verification,
+        signature=rewritten.signature,
+        inputs=[i.to_dict() for i in checked.feed_inputs],
+        input_defaults=checked.defaults,
+        outputs=list(checked.fetches),
+        trainable_outputs=[f for f in checked.fetches if trains[f]],
+        output_notes={o.tensor: o.note for o in inspection.outputs if o.note and o.tensor in trains},
+        optional_inputs=[i.name for i in inspection.inputs if i.kind == "optional"],
+        removed_nodes=rewritten.rewritten.removed,
+        notes=inspection.notes,
+        control_flow=inspection.control_flow,
+        loops=[{"frame": lp.frame, "loop_variables": len(lp.switches),
+                "gradient": "rebuilt" if not CF.unsupported_loops([lp]) else CF.unsupported_loops([lp])[0]}
+               for lp in inspection.loops],
+        training_paths=inspection.training_paths,
+        dequantized=request.dequantize,
+        versions={"tb_unfreeze": _version(), "tensorflow": tf.__version__, "python": platform.python_version()},
+    )
 
 
 def _version() -> str:
@@ -318,7 +404,7 @@ def _without_source(tf, graph_def):
 
 
 def _build_and_save(tf, rewritten, chosen, values, feed_inputs, defaults, fetches, signature, tmp, *,
-                    loops=(), trains=None) -> list[dict]:
+                    loops=(), trains=None) -> list[Variable]:
     """Write the TF1 SavedModel (and, for graphs with lowered loops, the native TF2 one); returns the variables.
 
     Without loops one SavedModel serves TF1 and TF2. With loops, `saved_model/` is native TF2 (its gradient is
@@ -403,4 +489,4 @@ def _build_and_save(tf, rewritten, chosen, values, feed_inputs, defaults, fetche
             tf, graph_def, records, final_values, [i.to_dict() for i in feed_inputs], signature, defaults,
             [t for t in fetches if (trains or {}).get(t, True)], os.path.join(tmp, SAVED_MODEL),
         )
-    return records
+    return [Variable.from_json(r) for r in records]

@@ -202,13 +202,13 @@ def run_finetune(
     work = os.path.join(logdir, WORK_DIR)
     converted = os.path.join(work, MODEL_ID + "_unfrozen")
     selection = Selection(trainable=_bn_statistics(frozen_pb)) if batch_norm_trainable else None
-    manifest = convert(frozen_pb, converted, selection=selection, replace=True)
+    conversion = convert(frozen_pb, converted, selection=selection, replace=True)
     if log:
         log_graphs(logdir, demo.model_id_for(frozen_pb), frozen=frozen_pb, unfrozen=converted)
 
     before = {**train_before, **{f"val_{k}": v for k, v in test_before.items()}}
     model, layer, history = finetune_model(
-        manifest["saved_model"], x_train, y_train, epochs=epochs, batch_size=batch_size,
+        conversion.layout.saved_model, x_train, y_train, epochs=epochs, batch_size=batch_size,
         learning_rate=learning_rate, seed=seed, validation_data=(x_test, y_test),
         callbacks=[_scalar_callback(logdir, before)],
     )
@@ -223,7 +223,7 @@ def run_finetune(
     keras_out = np.asarray(model.predict(x_test, batch_size=256, verbose=0))
     from tb_unfreeze.verify import run_frozen, tolerance  # noqa: PLC0415
 
-    frozen_out = run_frozen(_read_graph_def(refrozen_pb), {demo.CONVNET_INPUT: x_test}, manifest["outputs"][:1], {})
+    frozen_out = run_frozen(_read_graph_def(refrozen_pb), {demo.CONVNET_INPUT: x_test}, conversion.outputs[:1], {})
     refrozen_vs_keras = float(np.max(np.abs(next(iter(frozen_out.values())) - keras_out)))
     if log:
         log_graphs(logdir, demo.model_id_for(refrozen_pb), frozen=refrozen_pb)

@@ -10,7 +10,10 @@ from collections import defaultdict
 
 from tensorboard.compat.proto import graph_pb2, node_def_pb2, types_pb2
 
-DTYPE_NAMES = {v: k[3:].lower() for k, v in types_pb2.DataType.items() if k.startswith("DT_") and not k.endswith("_REF")}
+# One dtype vocabulary everywhere (inspect, manifest, tab): TensorFlow's own `tf.DType.name` ("float32", "int64").
+_RENAMED = {"DT_FLOAT": "float32", "DT_HALF": "float16", "DT_DOUBLE": "float64"}
+DTYPE_NAMES = {v: _RENAMED.get(k, k[3:].lower()) for k, v in types_pb2.DataType.items()
+               if k.startswith("DT_") and not k.endswith("_REF")}
 FLOAT_DTYPES = frozenset(
     {types_pb2.DT_HALF, types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE, types_pb2.DT_BFLOAT16}
 )
@@ -35,7 +38,8 @@ def item_size(dtype: int) -> int:
 
 
 def split_input(name: str) -> tuple[str, int, bool]:
-    """'scope/op:1' -> ('scope/op', 1, False); '^op' -> ('op', -1, True)."""
+    """The one parser of input and tensor names: 'scope/op:1' -> ('scope/op', 1, False); '^op' -> ('op', -1, True);
+    'op' -> ('op', 0, False)."""
     if name.startswith("^"):
         return name[1:], -1, True
     node, _, index = name.partition(":")
@@ -43,6 +47,17 @@ def split_input(name: str) -> tuple[str, int, bool]:
         return node, int(index) if index else 0, False
     except ValueError:
         return name, 0, False
+
+
+def node_name(name: str) -> str:
+    """The node an input or tensor name refers to: 'scope/op:1', '^scope/op' and 'scope/op' -> 'scope/op'."""
+    return split_input(name)[0]
+
+
+def tensor_name(name: str) -> str:
+    """The tensor an output name means: 'op' -> 'op:0'; 'op:1' stays."""
+    node, index, _ = split_input(name)
+    return f"{node}:{max(index, 0)}"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -92,10 +92,10 @@ def log_graphs(logdir: str, model_id: str, frozen=None, unfrozen: str | None = N
         write_graph_run(run_dir(logdir, model_id, "frozen"), display_copy(_as_graph(frozen).graph_def))
         runs["frozen"] = run_name(model_id, "frozen")
     if unfrozen is not None:
-        from tb_unfreeze.convert_paths import UNFROZEN_GRAPH  # noqa: PLC0415
+        from tb_unfreeze.contract import Layout  # noqa: PLC0415
 
         graph_def = graph_pb2.GraphDef()
-        with open(os.path.join(unfrozen, UNFROZEN_GRAPH), "rb") as f:
+        with open(Layout(unfrozen).unfrozen_graph, "rb") as f:
             graph_def.ParseFromString(f.read())
         write_graph_run(run_dir(logdir, model_id, "unfrozen"), display_copy(graph_def))
         runs["unfrozen"] = run_name(model_id, "unfrozen")

@@ -13,14 +13,15 @@ layer's Keras weights: each variable read in the SavedModel becomes an input of 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import uuid
 
-from tb_unfreeze.convert_paths import MANIFEST, SAVED_MODEL, SAVED_MODEL_TF1
+from tb_unfreeze.contract import SAVED_MODEL, SAVED_MODEL_TF1, UNFROZEN_GRAPH, ConversionResult, read_result
 from tb_unfreeze.errors import NotFoundError, OutputDirError, UserError
+from tb_unfreeze.graph_index import node_name, split_input
+from tb_unfreeze.output_dir import check_output_dir, staged_dir
 from tb_unfreeze.tensorflow_env import import_tensorflow
 
 tf = import_tensorflow()
@@ -40,12 +41,9 @@ def _saved_model_dir(path: str) -> str:
     raise NotFoundError(f"{path} holds no SavedModel; pass a tb-unfreeze output directory or its saved_model/.")
 
 
-def _manifest_for(saved_model: str) -> dict | None:
-    path = os.path.join(os.path.dirname(os.path.abspath(saved_model)), MANIFEST)
-    if os.path.isfile(path):
-        with open(path) as f:
-            return json.load(f)
-    return None
+def _conversion_for(saved_model: str) -> ConversionResult | None:
+    """The conversion that wrote this SavedModel (None for a SavedModel tb_unfreeze did not write)."""
+    return read_result(os.path.dirname(os.path.abspath(saved_model)))
 
 
 def _serving_meta_graph(saved_model: str):
@@ -67,7 +65,7 @@ def _needed_for(graph_def, outputs: set[str]):
     while frontier:
         node = by_name.get(frontier.pop())
         for raw in node.input if node is not None else ():
-            name = raw.lstrip("^").split(":")[0]
+            name = node_name(raw)
             if name not in needed:
                 needed.add(name)
                 frontier.append(name)
@@ -122,10 +120,9 @@ def _loop_function(graph_def, in_tensors: list[str], out_tensors: list[str], rea
         alias.update({n: names[0] for n in names[1:]})
     for node in graph_def.node:
         for i, raw in enumerate(node.input):
-            control = raw.startswith("^")
-            name, _, out = raw.lstrip("^").partition(":")
+            name, index, control = split_input(raw)
             if name in alias:
-                node.input[i] = ("^" if control else "") + alias[name] + (f":{out}" if out else "")
+                node.input[i] = ("^" if control else "") + alias[name] + (f":{index}" if index > 0 else "")
     fed = [f"{n}:0" for n in first if n is not None]
     call = LG.differentiable_function(tf, LG.build_gradient_graph(tf, graph_def, in_tensors + fed, [], out_tensors))
     n_in = len(in_tensors)
@@ -165,8 +162,8 @@ class UnfrozenLayer(keras.layers.Layer):
         super().__init__(trainable=trainable, **kwargs)
         self.saved_model = _saved_model_dir(saved_model)
         self.signature_name = signature
-        self.manifest = _manifest_for(self.saved_model)
-        paths = (self.manifest or {}).get("training_paths", {})
+        self.conversion = _conversion_for(self.saved_model)
+        paths = self.conversion.training_paths if self.conversion else {}
         if paths and not paths.get("keras", True):
             raise UserError(f"{self.saved_model} cannot be trained with Keras: {paths.get('note')}")
         meta = _serving_meta_graph(self.saved_model)
@@ -199,7 +196,7 @@ class UnfrozenLayer(keras.layers.Layer):
         del loaded
         out_tensors = [sig.outputs[k].name for k in self.output_names]
         in_tensors = [sig.inputs[k].name for k in self.input_names]
-        graph_def = _needed_for(graph_def, {t.split(":")[0] for t in out_tensors})
+        graph_def = _needed_for(graph_def, {node_name(t) for t in out_tensors})
         _rename_functions(graph_def, f"_tbu{uuid.uuid4().hex[:8]}")
         present = {n.name for n in graph_def.node}
         reads = [[r for r in rs if r in present] for rs in reads]
@@ -214,7 +211,7 @@ class UnfrozenLayer(keras.layers.Layer):
                 input_map.update({f"{name}:0": weight for name in names})
             return tf.import_graph_def(graph_def, input_map=input_map, return_elements=out_tensors, name="model")
 
-        if (self.manifest or {}).get("loops"):
+        if self.conversion is not None and self.conversion.loops:
             self._fn = _loop_function(graph_def, in_tensors, out_tensors, reads)
         else:
             self._fn = tf.compat.v1.wrap_function(graph_fn, in_specs + weight_specs)
@@ -239,13 +236,17 @@ class UnfrozenLayer(keras.layers.Layer):
     def save_weights_to_saved_model(self, out_dir: str, replace: bool = False) -> str:
         """Write a copy of the SavedModel (and its manifest) whose checkpoint holds the current weights."""
         out_dir = os.path.abspath(out_dir)
-        if os.path.exists(out_dir) and os.listdir(out_dir) and not replace:
-            raise OutputDirError(f"{out_dir} exists and is not empty; pass replace=True to overwrite it.")
-        if os.path.realpath(out_dir) == os.path.realpath(os.path.dirname(self.saved_model)):
+        source = os.path.dirname(self.saved_model)
+        if os.path.realpath(out_dir) == os.path.realpath(source):
             raise OutputDirError(f"{out_dir} is the model being trained; choose another directory.")
-        tmp = out_dir + ".tmp-save"
-        shutil.rmtree(tmp, ignore_errors=True)
-        loops = bool((self.manifest or {}).get("loops"))
+        out_dir = check_output_dir(source, out_dir, replace)
+        with staged_dir(out_dir) as tmp:  # the previous folder, or the new one whole: never half of each
+            self._write_saved_model(tmp, out_dir)
+        return out_dir
+
+    def _write_saved_model(self, tmp: str, out_dir: str) -> None:
+        conversion = self.conversion
+        loops = bool(conversion is not None and conversion.loops)
         target = os.path.join(tmp, SAVED_MODEL_TF1 if loops else SAVED_MODEL)
         shutil.copytree(self.saved_model, target, ignore=shutil.ignore_patterns("variables"))
         os.makedirs(os.path.join(target, "variables"))
@@ -255,7 +256,8 @@ class UnfrozenLayer(keras.layers.Layer):
             prefix=os.path.join(target, "variables", "variables"), tensor_names=names,
             shape_and_slices=[""] * len(names), tensors=[keys[n] for n in names],
         )
-        src_graph = os.path.join(os.path.dirname(self.saved_model), "unfrozen_graph.pb")
+        src_graph = (conversion.layout.unfrozen_graph if conversion is not None
+                     else os.path.join(os.path.dirname(self.saved_model), UNFROZEN_GRAPH))
         if loops:  # the native TF2 SavedModel again, around the trained values (see tb_unfreeze.tf2_export)
             from tb_unfreeze import tf2_export  # noqa: PLC0415
 
@@ -263,27 +265,17 @@ class UnfrozenLayer(keras.layers.Layer):
             with open(src_graph, "rb") as f:
                 graph_def.ParseFromString(f.read())
             values = {op: tf.convert_to_tensor(w).numpy() for op, w in zip(self._variable_ops, self._weights_in_order)}
-            m = self.manifest
-            tf2_export.save_native_for(tf, graph_def, m["variables"], values, m["inputs"], m["signature"],
-                                       m.get("input_defaults", {}), m.get("trainable_outputs"),
-                                       os.path.join(tmp, SAVED_MODEL))
-        if self.manifest is not None:
-            manifest = dict(self.manifest, out_dir=out_dir, saved_model=os.path.join(out_dir, SAVED_MODEL),
-                            fine_tuned_from=self.manifest.get("out_dir"))
-            if loops:
-                manifest["saved_model_tf1"] = os.path.join(out_dir, SAVED_MODEL_TF1)
-            with open(os.path.join(tmp, MANIFEST), "w") as f:
-                json.dump(manifest, f, indent=1)
+            tf2_export.save_native_for(tf, graph_def, [v.to_json() for v in conversion.variables], values,
+                                       conversion.inputs, conversion.signature, conversion.input_defaults,
+                                       conversion.trainable_outputs, os.path.join(tmp, SAVED_MODEL))
+        if conversion is not None:
+            conversion.relocated(out_dir, fine_tuned_from=conversion.out_dir).write(tmp)
         if os.path.isfile(src_graph):
             shutil.copy(src_graph, tmp)
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.rename(tmp, out_dir)
-        return out_dir
 
     def _checkpoint_keys(self) -> dict:
         """Checkpoint key -> current value, keyed as the converter's Saver wrote them."""
         by_op = {op: tf.convert_to_tensor(w) for op, w in zip(self._variable_ops, self._weights_in_order)}
-        if self.manifest:
-            return {r["checkpoint_key"]: by_op[r["variable_name"]] for r in self.manifest["variables"]}
+        if self.conversion is not None:
+            return {v.checkpoint_key: by_op[v.variable_name] for v in self.conversion.variables}
         return by_op

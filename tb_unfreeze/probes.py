@@ -61,7 +61,7 @@ _SCALAR_FLOATS = [0.5, 0.7, 0.9, 2.0, 1.0, 0.25, 0.1, 3.0, 4.0, 10.0, 20.0]
 _SCALAR_INTS = [1, 2, 4, 8, 16, 3, 32, 0, 64, 128]
 _RAW_LENGTHS = [784, 3072, 1, 4, 16, 64, 256, 1024, 4096, 16384]
 
-_FLOAT = {"float": np.float32, "half": np.float16, "double": np.float64, "bfloat16": np.float32}
+_FLOAT = {"float32": np.float32, "float16": np.float16, "float64": np.float64, "bfloat16": np.float32}
 _INT = ("int32", "int64", "int8", "int16", "uint8", "uint16", "uint32", "uint64")
 
 # Ops whose output 0 has the shape of their input 0 (what a hint on the output says about the input).

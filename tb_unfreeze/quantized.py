@@ -20,6 +20,8 @@ import collections
 import numpy as np
 from tensorboard.compat.proto import types_pb2
 
+from tb_unfreeze.graph_index import split_input
+
 _QUANTIZED_DTYPES = {
     types_pb2.DT_QUINT8: (np.uint8, 0, 8),
     types_pb2.DT_QINT8: (np.int8, -128, 8),
@@ -69,8 +71,8 @@ _PASS = {"Requantize": 0, "QuantizeDownAndShrinkRange": 0, "QuantizeV2": 0, "Deq
 
 
 def _split(ref: str) -> tuple[str, int]:
-    name, _, index = ref.lstrip("^").partition(":")
-    return name, int(index) if index else 0
+    name, index, _ = split_input(ref)
+    return name, max(index, 0)
 
 
 def _ref(name: str, index: int) -> str:

@@ -8,16 +8,15 @@ SavedModel on probe inputs (max abs diff <= 3e-5 x max(1, |output|) (verify.RTOL
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 from tb_unfreeze import verify as V
 from tb_unfreeze.analysis import GraphInput, inspect_model
+from tb_unfreeze.contract import MANIFEST, ConversionResult
 from tb_unfreeze.errors import ConversionError, NotFoundError, OutputDirError, UserError
+from tb_unfreeze.graph_index import node_name
 from tb_unfreeze.output_dir import write_file_atomic
-
-from tb_unfreeze.convert_paths import MANIFEST, SAVED_MODEL, SAVED_MODEL_TF1  # noqa: E402
 from tb_unfreeze.tensorflow_env import import_tensorflow
 SIGNATURE = "serving_default"
 
@@ -26,45 +25,35 @@ class VerificationError(UserError):
     """The re-frozen graph does not reproduce the SavedModel it came from."""
 
 
-def locate(saved_model_dir: str) -> tuple[str, dict, str]:
-    """(SavedModel directory, manifest, manifest path) for a conversion directory or its `saved_model/`."""
+def locate(saved_model_dir: str) -> tuple[str, ConversionResult]:
+    """(SavedModel directory to freeze, the conversion) for a conversion directory or its `saved_model/`."""
     path = os.fspath(saved_model_dir)
     if not os.path.exists(path):
         raise NotFoundError(f"{path} does not exist; pass the directory `tb-unfreeze convert` wrote.")
     if not os.path.isdir(path):
         raise UserError(f"{path} is a file; pass the conversion directory (the one holding {MANIFEST}).")
-    candidates = [
-        (os.path.join(path, SAVED_MODEL), os.path.join(path, MANIFEST)),
-        (path, os.path.join(os.path.dirname(os.path.abspath(path)), MANIFEST)),
-        (path, os.path.join(path, MANIFEST)),
-    ]
-    for sm_dir, manifest_path in candidates:
-        if os.path.isfile(os.path.join(sm_dir, "saved_model.pb")) and os.path.isfile(manifest_path):
-            try:
-                with open(manifest_path) as f:
-                    manifest = json.load(f)
-            except (OSError, ValueError) as e:
-                raise UserError(f"{manifest_path} is not a readable tb_unfreeze manifest ({e}).") from None
-            if not isinstance(manifest, dict) or "signature" not in manifest or "inputs" not in manifest:
-                raise UserError(f"{manifest_path} lacks the inputs and signature of a tb_unfreeze conversion.")
-            tf1_dir = os.path.join(os.path.dirname(manifest_path), SAVED_MODEL_TF1)
-            if os.path.isfile(os.path.join(tf1_dir, "saved_model.pb")):
-                sm_dir = tf1_dir  # graphs with lowered loops: the TF1 graph is the one to freeze
-            return sm_dir, manifest, manifest_path
+    for folder in (path, os.path.dirname(os.path.abspath(path))):
+        if not os.path.isfile(os.path.join(folder, MANIFEST)):
+            continue
+        conversion = ConversionResult.open(folder)
+        # graphs with lowered loops: the TF1 graph is the one to freeze
+        sm_dir = conversion.layout.saved_model_tf1
+        if os.path.isfile(os.path.join(sm_dir, "saved_model.pb")):
+            return sm_dir, conversion
     raise NotFoundError(
         f"{path} holds no SavedModel with a {MANIFEST} beside it; pass a directory written by `tb-unfreeze convert` "
         "(or by UnfrozenLayer.save_weights_to_saved_model)."
     )
 
 
-def _check_output(output_pb: str, sm_dir: str, manifest: dict, manifest_path: str) -> str:
+def _check_output(output_pb: str, sm_dir: str, conversion: ConversionResult) -> str:
     out = os.path.realpath(output_pb)
-    source = manifest.get("source", {}).get("path")
+    source = conversion.source.path
     if source and os.path.exists(source) and os.path.realpath(source) == out:
         raise OutputDirError(
             f"{output_pb} is the frozen graph this model was converted from; write the re-frozen graph elsewhere."
         )
-    for protected in (sm_dir, os.path.dirname(os.path.abspath(manifest_path))):
+    for protected in (sm_dir, conversion.out_dir):
         root = os.path.realpath(protected)
         if out == root or out.startswith(root.rstrip(os.sep) + os.sep):
             raise OutputDirError(f"{output_pb} is inside the conversion {protected}; write it outside that directory.")
@@ -78,14 +67,14 @@ def _check_output(output_pb: str, sm_dir: str, manifest: dict, manifest_path: st
     return out
 
 
-def _graph_inputs(manifest: dict) -> list[GraphInput]:
+def _graph_inputs(conversion: ConversionResult) -> list[GraphInput]:
     fields = ("name", "dtype", "shape", "kind", "default")
-    return [GraphInput(**{k: i.get(k) for k in fields}) for i in manifest["inputs"]]
+    return [GraphInput(**{k: i.get(k) for k in fields}) for i in conversion.inputs]
 
 
-def _freeze(tf, sm_dir: str, manifest: dict):
+def _freeze(tf, sm_dir: str, conversion: ConversionResult):
     """Load the SavedModel in a TF1 Session and freeze its variables under the original node names."""
-    signature = manifest["signature"]
+    signature = conversion.signature
     graph = tf.Graph()
     with tf.compat.v1.Session(graph=graph) as sess:
         try:
@@ -102,9 +91,9 @@ def _freeze(tf, sm_dir: str, manifest: dict):
         for tensor, key in signature["outputs"].items():
             if key not in sig.outputs or sig.outputs[key].name != tensor:
                 raise ConversionError(f"the '{SIGNATURE}' output '{key}' of {sm_dir} is not the original '{tensor}'.")
-        output_nodes = sorted({t.rsplit(":", 1)[0] for t in signature["outputs"]})
+        output_nodes = sorted({node_name(t) for t in signature["outputs"]})
         # Keep the inputs even when no output needs them (an unused placeholder is part of the interface).
-        keep = output_nodes + [i["name"] for i in manifest["inputs"]]
+        keep = output_nodes + [i["name"] for i in conversion.inputs]
         frozen = tf.compat.v1.graph_util.convert_variables_to_constants(sess, graph.as_graph_def(), keep)
     for node in frozen.node:
         node.device = ""  # the converter's placement is not the deployment's
@@ -123,20 +112,20 @@ def refreeze(saved_model_dir: str, output_pb: str, verify: bool = True) -> dict:
     inspection.
     """
     started = time.perf_counter()
-    sm_dir, manifest, manifest_path = locate(saved_model_dir)
-    out = _check_output(os.fspath(output_pb), sm_dir, manifest, manifest_path)
+    sm_dir, conversion = locate(saved_model_dir)
+    out = _check_output(os.fspath(output_pb), sm_dir, conversion)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     tf = import_tensorflow()
 
-    frozen, output_nodes = _freeze(tf, sm_dir, manifest)
-    fetches = list(manifest["signature"]["outputs"])
+    frozen, output_nodes = _freeze(tf, sm_dir, conversion)
+    fetches = list(conversion.signature["outputs"])
     verification: dict = {"performed": False}
     if verify:
-        inputs = _graph_inputs(manifest)
+        inputs = _graph_inputs(conversion)
         from tb_unfreeze import probes as P  # noqa: PLC0415
 
         probes = P.make_probes(inputs, None, frozen, fetches)
-        reference = V.run_saved_model_tf1(sm_dir, manifest["signature"], probes, gradients=False)["outputs"]
+        reference = V.run_saved_model_tf1(sm_dir, conversion.signature, probes, gradients=False)["outputs"]
         actual = V.run_frozen(frozen, probes, fetches, {})
         outputs = V.compare(reference, actual)
         verification = {
@@ -155,7 +144,7 @@ def refreeze(saved_model_dir: str, output_pb: str, verify: bool = True) -> dict:
     inspection = inspect_model(out)
     return {
         "saved_model": sm_dir,
-        "manifest": manifest_path,
+        "manifest": conversion.layout.manifest,
         "output": out,
         "size": os.path.getsize(out),
         "inputs": [i.name for i in inspection.inputs],

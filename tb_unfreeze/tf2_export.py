@@ -83,7 +83,7 @@ def save_native_for(tf, graph_def, variables: list[dict], values: dict, inputs: 
         [Tf2Variable(r["variable_name"], np.asarray(values[r["variable_name"]]), r["trainable"],
                      read_tensor(r["variable_name"])) for r in variables],
         [Tf2Input(f"{n}:0", key, by_name[n]["dtype"], by_name[n]["shape"]) for n, key in signature["inputs"].items()],
-        [Tf2Input(f"{n}:0", signature_keys([n])[n], "bool" if isinstance(v, bool) else "float", [], v)
+        [Tf2Input(f"{n}:0", signature_keys([n])[n], "bool" if isinstance(v, bool) else "float32", [], v)
          for n, v in defaults.items()],
         [(t, key, t in trained) for t, key in signature["outputs"].items()],
         path,

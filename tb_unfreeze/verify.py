@@ -251,7 +251,7 @@ class _nothing:
         return False
 
 
-def verify_conversion(layout: dict, signature: dict, probes: dict, frozen_out: dict, *, trains: dict | None = None,
+def verify_conversion(layout, signature: dict, probes: dict, frozen_out: dict, *, trains: dict | None = None,
                       tf1_control_flow_v1: bool = False, fake_quant: bool = False, progress=None) -> dict:
     """What "verified" means, in one place: the converted model, loaded as a TF1 user and as a TF2 user would,
     computes the frozen graph's outputs on the probes (within `tolerance`); every trainable variable gets a
@@ -265,7 +265,7 @@ def verify_conversion(layout: dict, signature: dict, probes: dict, frozen_out: d
     result: dict = {"performed": True, "requested": True,
                     "probe_shapes": {k: list(np.shape(v)) for k, v in probes.items()}}
     try:
-        tf1 = run_saved_model_tf1(layout["saved_model_tf1"], signature, probes, gradients=True, trains=trains,
+        tf1 = run_saved_model_tf1(layout.saved_model_tf1, signature, probes, gradients=True, trains=trains,
                                   control_flow_v1=tf1_control_flow_v1)
     except (tf.errors.OpError, ValueError, KeyError) as e:
         raise ConversionError(f"the converted model does not run in a TF1 Session: {_first_line(e)}") from None
@@ -276,7 +276,7 @@ def verify_conversion(layout: dict, signature: dict, probes: dict, frozen_out: d
     if progress:
         progress("verify TF2 gradients")
     try:
-        tf2 = run_saved_model_tf2(layout["saved_model"], signature, probes, gradients=True, trains=trains,
+        tf2 = run_saved_model_tf2(layout.saved_model, signature, probes, gradients=True, trains=trains,
                                   finite_difference=True)
         cmp2 = compare(frozen_out, tf2["outputs"])
         result["tf2"] = {"outputs_match": all(o["passed"] for o in cmp2.values()),

@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from tb_unfreeze.contract import ConversionRequest, ConversionResult
 from tb_unfreeze.errors import ConversionError, UserError
 
 # A worker whose resident memory after a conversion exceeds what it had when it became ready by this much is retired.
@@ -80,18 +81,19 @@ def _emit(record: dict) -> None:
     sys.stdout.flush()
 
 
-def _convert_one(request: dict) -> int:
+def _convert_one(message: dict) -> int:
+    """`message`: {"source", "out_dir", "replace", "request": ConversionRequest JSON}."""
+    from tb_unfreeze.contract import ConversionRequest  # noqa: PLC0415
     from tb_unfreeze.conversion import convert  # noqa: PLC0415
-    from tb_unfreeze.selection import Selection  # noqa: PLC0415
 
-    selection = Selection(**request.pop("selection", {}) or {})
     try:
-        manifest = convert(request.pop("source"), request.pop("out_dir"), selection=selection,
-                           progress=lambda step, fraction: _emit({"progress": [step, fraction]}), **request)
+        request = ConversionRequest.from_json(message["request"])
+        result = convert(message["source"], message["out_dir"], request, replace=bool(message.get("replace")),
+                         progress=lambda step, fraction: _emit({"progress": [step, fraction]}))
     except UserError as e:
         _emit({"error": str(e), "type": type(e).__name__, "http_code": e.http_code})
         return 2
-    _emit({"result": manifest})
+    _emit({"result": result.to_json()})
     return 0
 
 
@@ -339,13 +341,14 @@ def warm_up() -> None:
     POOL.warm_up()
 
 
-def convert_in_subprocess(source: str, out_dir: str, *, selection=None, progress: Callable | None = None,
-                          timeout: float | None = None, **kwargs) -> dict:
+def convert_in_subprocess(source: str, out_dir: str, request: ConversionRequest | None = None, *,
+                          replace: bool = False, progress: Callable | None = None,
+                          timeout: float | None = None) -> ConversionResult:
     """Like `convert`, in a child process (a warm one when available). Raises the same UserError message on user
     errors and a ConversionError when the child dies (e.g. a TensorFlow crash) or runs out of time, never leaving
     partial output; such a child is replaced."""
-    request = {"source": os.fspath(source), "out_dir": os.fspath(out_dir),
-               "selection": selection.to_dict() if selection is not None else None, **kwargs}
+    request = {"source": os.fspath(source), "out_dir": os.fspath(out_dir), "replace": replace,
+               "request": (request or ConversionRequest()).to_json()}
     worker = POOL.acquire()
     try:
         outcome = worker.run(request, progress, timeout)
@@ -359,7 +362,7 @@ def convert_in_subprocess(source: str, out_dir: str, *, selection=None, progress
             f"the conversion of {source} took longer than {timeout:.0f} s and was stopped; nothing was written."
         )
     if "result" in outcome:
-        return outcome["result"]
+        return ConversionResult.from_json(outcome["result"], where=f"the worker's result for {source}")
     if "error" in outcome:
         error = UserError(outcome["error"])
         error.http_code = outcome.get("http_code", 400)

@@ -115,7 +115,7 @@ def built(tmp_path_factory, frozen_keras):
         else:
             path = os.path.join(frozen_keras, f"{name}.pb")
         out = work / "out"
-        manifest = convert(path, out)
+        manifest = convert(path, out).to_json()
         cache[name] = (path, str(out), manifest, shape)
         return cache[name]
 
@@ -376,7 +376,7 @@ def test_verification_fails_when_outputs_differ(tmp_path):
     from tb_unfreeze.cli import main as cli_main
 
     path = _build_noisy_graph(tmp_path / "noisy.pb")
-    manifest = convert(path, tmp_path / "out")
+    manifest = convert(path, tmp_path / "out").to_json()
     ver = manifest["verification"]
     assert ver["performed"] and ver["passed"] is False and ver["status"] == "failed", ver
     assert any(not cmp["passed"] for cmp in ver["outputs"].values()), ver["outputs"]

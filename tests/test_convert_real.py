@@ -46,7 +46,7 @@ def converted(tmp_path_factory):
         if path not in cache:
             name = os.path.basename(path)
             out = tmp_path_factory.mktemp(name.replace(".", "_")) / "out"
-            manifest = convert(path, out)
+            manifest = convert(path, out).to_json()
             with open(out / "unfreeze.json") as f:
                 on_disk = json.load(f)
             cache[path] = (str(out), manifest, on_disk)
@@ -76,7 +76,7 @@ def test_defaults_give_a_verified_model_with_every_weight_trainable(path, conver
     """The promise, per real file: `convert` with defaults is verified (outputs equal, gradients present, finite
     and equal to a finite difference) and every recommended variable trains unless it is batch-norm state."""
     out, manifest, on_disk = converted(path)
-    assert on_disk["schema"] == "tb_unfreeze.manifest/1"
+    assert on_disk["schema"] == "tb_unfreeze.manifest/2"
     assert on_disk["variables"] == json.loads(json.dumps(manifest["variables"]))
     import hashlib
 
@@ -243,7 +243,7 @@ def test_fully_quantized_graph_refused_in_one_line_then_dequantized_and_verified
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "fully quantized" in err and "QuantizedConv2D" in err and "--dequantize" in err
     assert "Traceback" not in err and not out.exists()
-    manifest = convert(path, out, dequantize=True)
+    manifest = convert(path, out, dequantize=True).to_json()
     ver = manifest["verification"]
     assert ver["status"] == "verified" and ver["passed"], ver.get("problems")
     assert ver["quantized_reference"]["passed"]
@@ -294,7 +294,7 @@ def test_non_empty_output_refused_then_replaced(small_source, tmp_path, capsys):
     assert cli_main(["convert", str(small_source), "-o", str(out)]) == 2
     assert "--replace" in capsys.readouterr().err
     assert _snapshot(tmp_path) == before
-    manifest = convert(small_source, out, replace=True)
+    manifest = convert(small_source, out, replace=True).to_json()
     assert set(os.listdir(out)) == {"saved_model", "unfrozen_graph.pb", "unfreeze.json"}
     assert manifest["verification"]["passed"]
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".tb_unfreeze-tmp-")]
@@ -332,14 +332,14 @@ def test_source_file_unchanged_by_conversion(small_source, tmp_path):
     import hashlib
 
     digest = hashlib.sha256(small_source.read_bytes()).hexdigest()
-    manifest = convert(small_source, tmp_path / "out", verify=False)
+    manifest = convert(small_source, tmp_path / "out", verify=False).to_json()
     assert hashlib.sha256(small_source.read_bytes()).hexdigest() == digest == manifest["source"]["sha256"]
 
 
 @pytest.mark.skipif(not os.path.isdir(MODELS_DIR), reason="shared models folder absent")
 def test_selection_overrides_trainable_and_exclude(small_source, tmp_path):
     manifest = convert(small_source, tmp_path / "out", verify=True,
-                       selection=Selection(exclude=["b"], trainable={"W": False}))
+                       selection=Selection(exclude=["b"], trainable={"W": False})).to_json()
     assert [(v["source"], v["trainable"]) for v in manifest["variables"]] == [("W", False)]
     with pytest.raises(errors.SelectionError):
         convert(small_source, tmp_path / "out2", selection=Selection(only=["no_such_const"]))

@@ -78,7 +78,7 @@ def runs(tmp_path_factory) -> dict:
     digits = load_digits()
     frozen = tmp / "digits_convnet.pb"
     frozen.write_bytes(freeze_keras_model(train_convnet(digits, epochs=3)))
-    manifest = convert(str(frozen), str(tmp / "converted"))
+    manifest = convert(str(frozen), str(tmp / "converted")).to_json()
     out = tmp / "runs.json"
     proc = subprocess.run(
         [sys.executable, "-c", WORKER, manifest["saved_model"], str(out)],

@@ -100,7 +100,7 @@ def check(data: bytes, suffix: str = ".pb", what: str = "") -> Inspection | None
         pytest.fail(f"inspect_model hung on {what}")
     except Exception as e:  # the property under test: nothing else comes out
         raise AssertionError(f"{what}: {type(e).__name__}: {e}") from e
-    assert json.loads(served)["schema"] == "tb_unfreeze.inspect/1"
+    assert json.loads(served)["schema"] == "tb_unfreeze.inspect/2"
     STATS["inspected"] += 1
     return inspection
 

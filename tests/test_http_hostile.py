@@ -22,6 +22,7 @@ from tensorboard.plugins import base_plugin
 from werkzeug import test as werkzeug_test
 from werkzeug import wrappers
 
+from tb_unfreeze.contract import ConversionRequest
 from tb_unfreeze.plugin import metadata
 from tb_unfreeze.plugin.jobs import DONE, Job, JobRunner
 from tb_unfreeze.plugin.plugin import UnfreezePlugin
@@ -322,8 +323,8 @@ class RecordingJobs(JobRunner):
         super().__init__(run=lambda job, progress: {})
         self.accepted: list[Job] = []
 
-    def submit(self, model_id: str, params: dict, client: dict | None = None) -> Job:
-        job = Job(id=f"{len(self.accepted):x}", model=model_id, params=params, client=client or {}, state=DONE)
+    def submit(self, model_id: str, request: ConversionRequest, client: dict | None = None) -> Job:
+        job = Job(id=f"{len(self.accepted):x}", model=model_id, request=request, client=client or {}, state=DONE)
         self.accepted.append(job)
         return job
 
@@ -359,8 +360,10 @@ def test_generated_bodies_for_a_real_model_are_validated_never_500(world, record
         assert len(recording["jobs"].accepted) == queued
         return
     (job,) = recording["jobs"].accepted[queued:]
-    params = job.params
+    assert isinstance(job.request, ConversionRequest)
+    params = job.request.to_json()
     assert job.model == MODEL and r.get_json()["job"]["request"] == params
+    assert ConversionRequest.from_json(params) == job.request  # the JSON form round-trips
     assert set(body) <= set(params) and "extra" not in params
     assert isinstance(params["verify"], bool) and params["verify"] == body.get("verify", True)
     for key in ("only", "exclude", "inputs", "outputs"):

@@ -56,7 +56,7 @@ def retrain(tmp_path_factory):
     work = tmp_path_factory.mktemp("retrain")
     path = _build_retrain_pattern(work / "retrained_graph.pb")
     out = work / "out"
-    return path, out, convert(path, out)
+    return path, out, convert(path, out).to_json()
 
 
 def test_retrain_bottleneck_is_an_optional_input(retrain):
@@ -149,7 +149,7 @@ def test_constant_default_learning_phase_keeps_its_kind_and_default(tmp_path):
     inputs = {i.name: i for i in inspect_model(path).inputs}
     assert (inputs["is_training"].kind, inputs["is_training"].default) == ("learning_phase", False)
     assert inputs["x"].kind == "data"
-    manifest = convert(path, tmp_path / "out")
+    manifest = convert(path, tmp_path / "out").to_json()
     assert manifest["verification"]["status"] == "verified", manifest["verification"].get("problems")
     assert manifest["input_defaults"] == {"is_training": False}
     assert set(manifest["signature"]["inputs"]) == {"x"}
@@ -179,7 +179,7 @@ def test_keep_prob_placeholder_still_defaults_to_one(tmp_path):
     inputs = {i.name: i for i in inspect_model(path).inputs}
     assert (inputs["keep_prob"].kind, inputs["keep_prob"].default) == ("dropout_keep_prob", 1.0), inputs["keep_prob"]
     assert inputs["x"].kind == "data"
-    manifest = convert(path, tmp_path / "out")
+    manifest = convert(path, tmp_path / "out").to_json()
     assert manifest["verification"]["status"] == "verified", manifest["verification"].get("problems")
     assert manifest["input_defaults"] == {"keep_prob": 1.0}
     assert set(manifest["signature"]["inputs"]) == {"x"}
@@ -234,7 +234,7 @@ def test_batch_norm_ones_scale_is_not_recommended(tmp_path):
 
 def test_iterator_fed_graph_converts_with_component_inputs_and_a_note(real_model, tmp_path):
     path = real_model("cnn_tfrecord_iterator_mouth.pb")
-    manifest = convert(path, tmp_path / "out")
+    manifest = convert(path, tmp_path / "out").to_json()
     inputs = list(manifest["signature"]["inputs"])
     components = [n for n in inputs if n.startswith("IteratorGetNext/component_")]
     assert components, inputs

@@ -91,7 +91,7 @@ def test_batchnorm_moving_statistics_are_never_trainable(path, inspected):
 def test_candidates_have_documented_keys_and_consistent_values(path, inspected):
     ins, oracle, d = inspected(path)
     assert TOP_KEYS <= set(d)
-    assert d["schema"] == "tb_unfreeze.inspect/1"
+    assert d["schema"] == "tb_unfreeze.inspect/2"
     names = [c["name"] for c in d["candidates"]]
     assert len(names) == len(set(names))
     variable_names = [c["variable_name"] for c in d["candidates"]]
@@ -113,7 +113,7 @@ def test_candidates_have_documented_keys_and_consistent_values(path, inspected):
             assert c["recommended"] or "same value" in c["recommendation"], c["recommendation"]
         else:
             assert oracle.dtype(node) in FLOAT
-            assert c["nbytes"] == size * {"float": 4, "double": 8, "half": 2, "bfloat16": 2}[c["dtype"]]
+            assert c["nbytes"] == size * {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}[c["dtype"]]
             assert c["tensor"] == c["name"] + ":0"
         if c["role"] in ("bn_moving_mean", "bn_moving_variance", "other"):
             assert not c["trainable"] or c["evidence"] == "read"
@@ -186,7 +186,7 @@ def test_iterator_fed_graph_gets_placeholders_for_the_iterator_components(real_m
     ins = inspect_model(real_model("cnn_tfrecord_iterator_mouth.pb"))
     fed = [i for i in ins.inputs if i.kind == "data"]
     assert [i.name for i in fed] == ["IteratorGetNext/component_0", "IteratorGetNext/component_1"]
-    assert fed[1].shape == [-1, 32, 32, 1] and fed[1].dtype == "float"
+    assert fed[1].shape == [-1, 32, 32, 1] and fed[1].dtype == "float32"
     assert ins.notes and "IteratorGetNext" in ins.notes[0]
     assert not any(n.op.startswith("Iterator") or "Dataset" in n.op for n in ins.graph.graph_def.node)
     assert [o.name for o in ins.outputs] == ["softmax_tensor"]

@@ -67,7 +67,7 @@ def rnn(tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("dynamic_rnn")
     built = _build_dynamic_rnn(str(work / "dynamic_rnn.pb"))
     out = work / "out"
-    built["manifest"] = convert(built["path"], out)
+    built["manifest"] = convert(built["path"], out).to_json()
     built["out_dir"] = out
     return built
 
@@ -191,7 +191,7 @@ def test_keras_lstm_fits_through_unfrozen_layer(real_model, tmp_path):
 
     path = real_model("har_keras_frozen.pb")
     out = tmp_path / "har"
-    manifest = convert(path, out)
+    manifest = convert(path, out).to_json()
     assert manifest["verification"]["status"] == "verified", manifest["verification"].get("problems")
     assert manifest["loops"], "the HAR graph's LSTM is a lowered while loop"
     (inp,) = manifest["inputs"]
@@ -224,7 +224,7 @@ def object_detection(real_model, tmp_path_factory) -> tuple:
     """od_api_ssd_mobilenet_visionkit.pb converted with defaults (once: about 2-3 minutes on a loaded machine)."""
     path = real_model("od_api_ssd_mobilenet_visionkit.pb")
     out = tmp_path_factory.mktemp("od") / "out"
-    return out, convert(path, out)
+    return out, convert(path, out).to_json()
 
 
 def test_object_detection_converts_verified_with_defaults(object_detection):
@@ -294,7 +294,7 @@ def gradient_times_1_5(monkeypatch):
 
 
 def test_wrong_loop_gradient_fails_verification(rnn, tmp_path, gradient_times_1_5):
-    manifest = convert(rnn["path"], tmp_path / "wrong")
+    manifest = convert(rnn["path"], tmp_path / "wrong").to_json()
     v = manifest["verification"]
     assert v["status"] == "failed", v
     assert v["passed"] is False

@@ -56,7 +56,7 @@ def runs(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("multiworker")
     frozen = tmp / "mlp.pb"
     frozen.write_bytes(_frozen_mlp())
-    manifest = convert(str(frozen), str(tmp / "converted"))
+    manifest = convert(str(frozen), str(tmp / "converted")).to_json()
     rng = np.random.default_rng(0)
     x = rng.normal(size=(EXAMPLES, 8)).astype(np.float32)
     y = (x[:, :4].argmax(1) + (x[:, 4] > 0)) % 4  # learnable labels

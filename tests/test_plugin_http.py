@@ -6,6 +6,7 @@ Every request goes through `TensorBoardWSGI` as a browser's would; the Graphs pl
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -220,6 +221,67 @@ def test_weight_drift_between_two_frozen_graphs(client, plugin, logdir):
 
 
 # -- conversion -----------------------------------------------------------------------------------------------
+
+
+def _npz(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def post_probe(client, model: str, data: bytes, content_type: str = "application/octet-stream", headers=XSRF):
+    return client.post(f"{BASE}/probe?model={model}", data=data, content_type=content_type, headers=headers)
+
+
+def test_a_probe_uploaded_from_the_tab_is_what_verification_runs_on(client, plugin, logdir):
+    """The remedy the tab offers for an unverified conversion: upload an .npz of inputs, convert again on it."""
+    (x,) = [i for i in client.get(f"{BASE}/candidates?model={REGRESSION}").json["inputs"] if i["kind"] == "data"]
+    assert x["shape"] == [-1]
+    values = np.linspace(-3, 3, 7, dtype=np.float32)
+    r = post_probe(client, REGRESSION, _npz(**{x["name"]: values}))
+    assert r.status_code == 200, r.get_data(as_text=True)
+    up = r.json
+    assert up["inputs"] == {x["name"]: {"shape": [7], "dtype": "float32"}} and up["missing"] == []
+    stored = os.path.join(os.path.realpath(logdir), "unfreeze", REGRESSION, "probes", up["probe"] + ".npz")
+    with np.load(stored) as kept:
+        assert np.array_equal(kept[x["name"]], values)
+
+    job = convert(client, {"model": REGRESSION, "probe": up["probe"]}).json["job"]
+    assert job["request"]["probe"] == stored  # the job runs on the stored file
+    done = wait_done(plugin, job["id"])
+    assert done["state"] == "done", done["error"]
+    assert done["result"]["verification"]["status"] == "verified"
+    manifest = client.get(f"{BASE}/manifest?model={REGRESSION}").json
+    assert manifest["verification"]["probe_shapes"] == {x["name"]: [7]}  # not a searched-for probe
+    assert manifest["request"]["probe"] == stored
+    history = client.get(f"{BASE}/history?model={REGRESSION}").json["history"]
+    assert history[0]["request"]["probe"] == stored
+
+
+@pytest.mark.parametrize(("data", "content_type", "headers", "code", "words"), [
+    (b"PK not really a zip", "application/octet-stream", XSRF, 400, "not an .npz"),
+    ("npz:nope", "application/octet-stream", XSRF, 400, "'nope' that matches no input"),
+    ("npz:X2d", "application/octet-stream", XSRF, 400, "shape [2, 3]"),
+    ("npz:empty", "application/octet-stream", XSRF, 400, "holds no array"),
+    ("npz:X", "application/json", XSRF, 415, "application/octet-stream"),
+    ("npz:X", "application/octet-stream", {}, 403, "X-XSRF-Protected"),
+])
+def test_a_bad_probe_is_refused_in_one_sentence_and_nothing_is_kept(client, logdir, data, content_type, headers,
+                                                                     code, words):
+    arrays = {"npz:nope": {"nope": np.zeros(3, np.float32)}, "npz:X2d": {"X": np.zeros((2, 3), np.float32)},
+              "npz:empty": {}, "npz:X": {"X": np.zeros(3, np.float32)}}
+    body = _npz(**arrays[data]) if isinstance(data, str) else data
+    r = post_probe(client, REGRESSION, body, content_type, headers)
+    assert r.status_code == code and words in r.get_data(as_text=True), r.get_data(as_text=True)
+    assert "\n" not in r.get_data(as_text=True).strip()
+    assert not os.path.exists(os.path.join(logdir, "unfreeze", REGRESSION, "probes")) or not os.listdir(
+        os.path.join(logdir, "unfreeze", REGRESSION, "probes"))
+
+
+def test_a_probe_id_must_be_one_that_was_uploaded(client):
+    assert convert(client, {"model": REGRESSION, "probe": "0123456789abcdef"}).status_code == 404
+    assert convert(client, {"model": REGRESSION, "probe": "../../etc/passwd"}).status_code == 400
+    assert post_probe(client, "nope.pb", _npz(X=np.zeros(3, np.float32))).status_code == 404
 
 
 def test_convert_runs_in_background_and_records_everything(client, plugin, logdir):

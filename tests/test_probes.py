@@ -170,7 +170,7 @@ def test_scalar_factor_gets_a_value_the_graph_accepts(tmp_path):
         return ["y"]
 
     path = _freeze_tf1(build, tmp_path / "scalar.pb")
-    feed = [GraphInput("x", "float", [-1, 4], "data"), GraphInput("factor", "float", None, "data")]
+    feed = [GraphInput("x", "float32", [-1, 4], "data"), GraphInput("factor", "float32", None, "data")]
     made = probes.make_probes(feed, None, _graph_def(path), ["y:0"])
     assert made["factor"].shape == () and 0 < float(made["factor"]) < 1
     assert made["x"].shape == (2, 4)
@@ -257,7 +257,7 @@ def test_keras_models_frozen_without_input_shape(tmp_path):
     path = _freeze_keras(conv, tf.TensorSpec((None, None, None, None), tf.float32, name="x"), tmp_path / "c.pb")
     feed, _, fetches = _io(path)
     (x,) = [i for i in feed if i.name == "x"]
-    made = probes.make_probes([GraphInput("x", "float", [-1, -1, -1, -1], "data")], None, _graph_def(path),
+    made = probes.make_probes([GraphInput("x", "float32", [-1, -1, -1, -1], "data")], None, _graph_def(path),
                               fetches)
     assert made["x"].shape[1:] == (10, 10, 5), made["x"].shape
     assert run_frozen(_graph_def(path), made, fetches, {})[fetches[0]].shape[-1] == 3
@@ -266,7 +266,7 @@ def test_keras_models_frozen_without_input_shape(tmp_path):
     dense.build((None, 7))
     path = _freeze_keras(dense, tf.TensorSpec((None, 7), tf.float32, name="x"), tmp_path / "d.pb", strip_shape=True)
     feed, _, fetches = _io(path)
-    made = probes.make_probes([GraphInput(feed[0].name, "float", None, "data")], None, _graph_def(path), fetches)
+    made = probes.make_probes([GraphInput(feed[0].name, "float32", None, "data")], None, _graph_def(path), fetches)
     assert made[feed[0].name].shape == (2, 7)
 
 
@@ -279,7 +279,7 @@ def test_no_probe_works_names_the_input_and_asks_for_probe(tmp_path):
 
     path = _freeze_tf1(build, tmp_path / "picky.pb")
     with pytest.raises(ProbeError) as info:
-        probes.make_probes([GraphInput("readings", "float", [-1, 3], "data")], None, _graph_def(path), ["y:0"])
+        probes.make_probes([GraphInput("readings", "float32", [-1, 3], "data")], None, _graph_def(path), ["y:0"])
     message = str(info.value)
     assert "'readings'" in message and "--probe FILE.npz" in message
     assert "\n" not in message

@@ -48,7 +48,7 @@ def test_second_conversion_reuses_the_worker_and_imports_nothing(pool, real_mode
         steps.append([])
         started = time.perf_counter()
         manifest = W.convert_in_subprocess(real_model(name), str(tmp_path / f"out{i}"), timeout=TIMEOUT,
-                                           progress=lambda s, f, i=i: steps[i].append(s))
+                                           progress=lambda s, f, i=i: steps[i].append(s)).to_json()
         runs.append((time.perf_counter() - started, manifest))
         assert pool.last_pid == ready.pid  # the same process every time
     assert pool.stats() == {"idle": [ready.pid], "busy": [], "started": 1}
@@ -84,7 +84,7 @@ def test_a_killed_worker_is_replaced_and_the_conversion_fails_cleanly(pool, real
     assert not out.exists()
     stats = pool.stats()
     assert stats["started"] == 2 and stats["idle"] and stats["idle"][0] != victim.pid  # a fresh one is waiting
-    manifest = W.convert_in_subprocess(real_model(OTHER), str(out), timeout=TIMEOUT)
+    manifest = W.convert_in_subprocess(real_model(OTHER), str(out), timeout=TIMEOUT).to_json()
     assert manifest["verification"]["performed"] and pool.last_pid == stats["idle"][0]
 
 
@@ -118,6 +118,6 @@ def test_cold_mode_starts_a_process_per_conversion(pool, real_model, tmp_path, m
     monkeypatch.setenv("TB_UNFREEZE_WARM_WORKER", "0")
     pool.warm_up()
     assert pool.stats()["started"] == 0
-    manifest = W.convert_in_subprocess(real_model(MODEL), str(tmp_path / "out"), timeout=TIMEOUT)
+    manifest = W.convert_in_subprocess(real_model(MODEL), str(tmp_path / "out"), timeout=TIMEOUT).to_json()
     assert manifest["timings"]["import tensorflow"] > 0.2
     assert pool.stats() == {"idle": [], "busy": [], "started": 1}

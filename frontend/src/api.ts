@@ -3,17 +3,58 @@ import type { GraphData } from "./graph/model";
 
 export type ModelStatus = "frozen" | "converting" | "converted" | "failed" | "invalid";
 
-/** What a finished job reports (also the `result` of a history record). */
+// The conversion's contract (tb_unfreeze/contract.py; schemas in docs/schema/, described in docs/contract.md).
+// tests/test_contract.py checks that these interfaces name exactly the fields the Python classes write.
+
+export type VerificationStatus = "verified" | "verified_with_warnings" | "not_verified" | "failed";
+
+/** tb_unfreeze.request/1: ConversionRequest.to_json(); POST /convert sends it with `model` added. */
+export interface ConversionRequest {
+  schema?: "tb_unfreeze.request/1";
+  only: string[] | null;
+  exclude: string[];
+  trainable: Record<string, boolean>;
+  inputs: string[] | null;
+  outputs: string[] | null;
+  verify: boolean;
+  /** Over HTTP: the id POST /probe answered with; in a manifest or history line: the stored file. */
+  probe: string | null;
+  dequantize: boolean;
+}
+
+/** Verification.summary_json(): what a job, a history line and the model list carry. */
+export interface VerificationSummary {
+  status: VerificationStatus;
+  requested: boolean;
+  performed: boolean;
+  passed: boolean;
+  note: string;
+  problems: string[];
+  max_abs_diff: number | null;
+  gradients_checked: number;
+  gradients_missing: number;
+  gradient_errors: number;
+  finite_difference: boolean | null;
+}
+
+/** ConversionResult.summary_json() plus the runs: what a finished job reports (also a history record's `result`). */
 export interface JobResult {
-  variables?: number;
-  trainable_variables?: number;
-  parameters?: number;
-  trainable_parameters?: number;
-  verification?: { status?: string; performed?: boolean; passed?: boolean; max_abs_diff?: number | null; note?: string; gradients_missing?: number; [k: string]: unknown };
-  out_dir?: string;
-  saved_model?: string;
-  runs?: { frozen?: string | null; unfrozen?: string | null };
+  variables: number;
+  trainable_variables: number;
+  parameters: number;
+  trainable_parameters: number;
+  verification: VerificationSummary;
+  out_dir: string;
+  saved_model: string;
+  runs: { frozen?: string | null; unfrozen?: string | null };
   warnings?: string[];
+}
+
+/** POST /probe: an uploaded .npz of probe inputs, checked against the model's inputs. */
+export interface ProbeUpload {
+  probe: string;
+  inputs: Record<string, { shape: number[]; dtype: string }>;
+  missing: string[];
 }
 
 export interface ModelInfo {
@@ -64,29 +105,68 @@ export interface Job {
   progress?: { fraction?: number; step?: string };
   error?: string | null;
   result?: JobResult | null;
+  request?: ConversionRequest;
   /** Unix times (s). */
   created?: number | null;
   started?: number | null;
   finished?: number | null;
 }
 
+export interface ManifestVariable {
+  variable_name: string;
+  source: string;
+  role: string;
+  trainable: boolean;
+  dtype: string;
+  shape: number[];
+  size: number;
+  checkpoint_key: string;
+}
+
+/** verify.verify_conversion's record (its scalar facts are VerificationSummary's). */
+export interface ManifestVerification {
+  status: VerificationStatus;
+  performed: boolean;
+  passed: boolean;
+  requested?: boolean;
+  note?: string;
+  problems?: string[];
+  max_abs_diff?: number | null;
+  outputs?: Record<string, { max_abs_diff: number | null; passed: boolean; tolerance?: number; note?: string }>;
+  outputs_finite?: boolean;
+  gradients?: { checked: number; missing: string[]; errors: string[]; finite: boolean; finite_difference: Record<string, unknown> | null; note?: string };
+}
+
+/** tb_unfreeze.manifest/2: ConversionResult.to_json(), the `unfreeze.json` of an output folder. */
 export interface Manifest {
-  variables?: Array<{ variable_name: string; source: string; role: string; trainable: boolean; dtype: string; shape: number[] | null }>;
-  totals?: { variables?: number; trainable_variables?: number; parameters?: number; trainable_parameters?: number };
-  verification?: {
-    status?: string;
-    performed?: boolean;
-    note?: string;
-    outputs?: Record<string, number | { max_abs_diff?: number | null; passed?: boolean } | null>;
-    max_abs_diff?: number | null;
-    passed?: boolean;
-    gradients?: { checked?: number; missing?: string[]; note?: string; [k: string]: unknown };
-    training_path?: string;
-    [k: string]: unknown;
-  };
-  out_dir?: string;
-  saved_model?: string;
-  [k: string]: unknown;
+  schema: string;
+  source: { path: string; sha256: string; size: number; format: string };
+  out_dir: string;
+  saved_model: string;
+  saved_model_tf1: string;
+  unfrozen_graph: string;
+  request: ConversionRequest;
+  dequantized: boolean;
+  variables: ManifestVariable[];
+  totals: { variables: number; trainable_variables: number; parameters: number; trainable_parameters: number };
+  removed_nodes: string[];
+  inputs: Array<{ name: string; dtype: string; shape: number[] | null; kind: string; default?: number | boolean | null }>;
+  input_defaults: Record<string, number | boolean>;
+  outputs: string[];
+  trainable_outputs: string[];
+  output_notes: Record<string, string>;
+  optional_inputs: string[];
+  notes: string[];
+  signature: { inputs: Record<string, string>; outputs: Record<string, string>; optional_inputs?: Record<string, string> };
+  control_flow: string;
+  loops: Array<Record<string, unknown>>;
+  training_paths: { tf2_eager?: boolean; keras?: boolean; tf1_session?: boolean; note?: string };
+  verification: ManifestVerification;
+  versions: Record<string, string>;
+  timings: Record<string, number>;
+  runs?: Record<string, string>;
+  fine_tuned_from?: string;
+  archived?: { job: string; from: string };
 }
 
 /** GET /weights: a constant's (or a variable's initial) values, summarized. */
@@ -127,13 +207,6 @@ export interface Drift {
   only_a: string[];
   only_b: string[];
   mismatched: Array<{ name: string }>;
-}
-
-export interface ConversionRequest {
-  only?: string[] | null;
-  exclude?: string[];
-  trainable?: Record<string, boolean>;
-  verify?: boolean;
 }
 
 export interface HistoryEntry {
@@ -178,7 +251,16 @@ export const api = {
   conversion: (model: string, job: string) => get<KeptConversion>(`./conversion?model=${q(model)}&job=${q(job)}`),
   drift: (model: string, other: string) => get<Drift>(`./drift?model=${q(model)}&other=${q(other)}`),
   weights: (model: string, node: string) => get<WeightStats>(`./weights?model=${q(model)}&node=${q(node)}`),
-  async convert(body: { model: string; only: string[]; trainable: Record<string, boolean>; verify: boolean; outputs?: string[] }): Promise<{ job: Job }> {
+  async probe(model: string, file: Blob): Promise<ProbeUpload> {
+    const r = await fetch(`./probe?model=${q(model)}`, {
+      method: "POST",
+      headers: { "Content-Type": "application/octet-stream", "X-XSRF-Protected": "1" },
+      body: file,
+    });
+    if (!r.ok) throw new HttpError(r.status, (await r.text()).trim() || `probe: HTTP ${r.status}`);
+    return r.json();
+  },
+  async convert(body: Partial<ConversionRequest> & { model: string }): Promise<{ job: Job }> {
     const r = await fetch("./convert", {
       method: "POST",
       headers: { "Content-Type": "application/json", "X-XSRF-Protected": "1" },

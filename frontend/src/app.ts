@@ -303,7 +303,8 @@ export class App {
     if (this.manifest || result) {
       const stale = model?.stale ? h("div.warn", null, "The model file changed after this conversion; convert again to refresh it.") : null;
       replace(this.result, stale, resultPanel(resultFacts(this.manifest, result), this.inspection, {
-        reverify: (outputs) => void this.convert(outputs ? { outputs } : {}),
+        reverify: (options) => void this.convert(options),
+        uploadProbe: (file) => api.probe(this.selected!, file),
       }));
     } else if (model?.latest && !model.latest.ok) {
       replace(this.result, h("div.err", null, `The latest conversion failed: ${model.latest.error ?? "no message"}`));
@@ -374,7 +375,8 @@ export class App {
     replace(this.result,
       h("div.archived-note", { "data-job": entry.job }, `Showing an earlier conversion, made ${fmtTime(entry.time)}; its output is kept in ${data.manifest.out_dir ?? "—"}. `, back),
       resultPanel(resultFacts(data.manifest, entry.result), this.inspection, {
-        reverify: (outputs) => void this.convert(outputs ? { outputs } : {}),
+        reverify: (options) => void this.convert(options),
+        uploadProbe: (file) => api.probe(this.selected!, file),
       }),
     );
     if (entry.request) this.table.applySelection(entry.request.only, entry.request.trainable, entry.request.exclude);
@@ -403,7 +405,7 @@ export class App {
     this.convertBtn.textContent = busy ? "Converting…" : `Convert ${n} constant${n === 1 ? "" : "s"}`;
   }
 
-  private async convert(extra: { outputs?: string[] } = {}): Promise<void> {
+  private async convert(extra: { outputs?: string[]; probe?: string } = {}): Promise<void> {
     if (!this.selected) return;
     const sel = this.table.selection();
     replace(this.convertMsg);

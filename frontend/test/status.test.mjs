@@ -19,23 +19,18 @@ const file = path.join(mkdtempSync(path.join(tmpdir(), "tbu-")), "status.mjs");
 writeFileSync(file, out.outputFiles[0].text);
 const { verificationStatus, verificationText, middleEllipsis } = await import(pathToFileURL(file).href);
 
-test("the manifest's own status wins when it has one", () => {
+test("the contract's status is shown as it is", () => {
   for (const s of ["verified", "verified_with_warnings", "not_verified", "failed"]) {
     assert.equal(verificationStatus({ status: s, performed: true, passed: true }), s);
   }
 });
 
-test("without a status, it is derived; only a full pass is 'verified'", () => {
-  assert.equal(verificationStatus({ performed: false, passed: null }), "not_verified");
-  assert.equal(verificationStatus({ performed: true, passed: false }), "failed");
-  assert.equal(verificationStatus({ performed: true, passed: true, gradients: { missing: [], errors: [] } }), "verified");
-  assert.equal(verificationStatus({ performed: true, passed: true, gradients: { missing: ["w"] } }), "verified_with_warnings");
-  assert.equal(verificationStatus({ performed: true, passed: true, gradients_missing: 2 }), "verified_with_warnings");
-  assert.equal(verificationStatus({ performed: true, passed: true, gradient_errors: 1 }), "verified_with_warnings");
-  assert.equal(verificationStatus({ performed: true }), "failed");
+test("a record without a known status is never shown as verified", () => {
+  assert.equal(verificationStatus({ performed: true, passed: true }), "not_verified");
+  assert.equal(verificationStatus({ status: "bogus", passed: true }), "not_verified");
   assert.equal(verificationStatus({}), "not_verified");
   assert.equal(verificationStatus(null), null);
-  assert.equal(verificationStatus({ status: "bogus", performed: false }), "not_verified");
+  assert.equal(verificationStatus(undefined), null);
 });
 
 test("'not verified' is its own words, not a variant of 'verified'", () => {

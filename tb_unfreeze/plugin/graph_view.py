@@ -9,6 +9,9 @@ from collections.abc import Iterable
 
 from tensorboard.compat.proto import graph_pb2, types_pb2
 
+from tb_unfreeze.contract import ConversionResult
+from tb_unfreeze.graph_index import node_name, split_input
+
 # TensorFlow's Python names for the enum values whose proto names differ from them.
 _DTYPE_NAMES = {"DT_FLOAT": "float32", "DT_DOUBLE": "float64", "DT_HALF": "float16", "DT_BFLOAT16": "bfloat16"}
 _DTYPE_ATTRS = ("dtype", "T", "DstT", "out_type", "output_type")
@@ -43,10 +46,8 @@ def _node_shape(node) -> list[int] | None:
 
 
 def _input_name(name: str) -> tuple[str, bool]:
-    control = name.startswith("^")
-    name = name[1:] if control else name
-    head, sep, port = name.rpartition(":")
-    return (head if sep and port.isdigit() else name), control
+    node, _, control = split_input(name)
+    return node, control
 
 
 # The nodes tb_unfreeze writes per variable besides its VarHandleOp (tb_unfreeze/variable_nodes.py): shown folded
@@ -145,7 +146,7 @@ def compact(
     }
 
 
-def changes(frozen: graph_pb2.GraphDef, unfrozen: graph_pb2.GraphDef, manifest: dict | None) -> dict:
+def changes(frozen: graph_pb2.GraphDef, unfrozen: graph_pb2.GraphDef, conversion: ConversionResult | None) -> dict:
     """What the conversion changed, on each side.
 
     `frozen`: the constants that became variables (one per variable, so its size is the manifest's count).
@@ -156,12 +157,11 @@ def changes(frozen: graph_pb2.GraphDef, unfrozen: graph_pb2.GraphDef, manifest: 
     """
     frozen_ops = {n.name: n.op for n in frozen.node}
     unfrozen_ops = {n.name: n.op for n in unfrozen.node}
-    manifest = manifest or {}
-    entries = [v for v in manifest.get("variables") or [] if v.get("variable_name")]
-    variables = {str(v["variable_name"]): v for v in entries if str(v["variable_name"]) in unfrozen_ops}
-    sources = {_input_name(str(v.get("source", "")))[0] for v in entries}
+    entries = [v.to_json() for v in conversion.variables] if conversion is not None else []
+    variables = {v["variable_name"]: v for v in entries if v["variable_name"] in unfrozen_ops}
+    sources = {node_name(v["source"]) for v in entries}
     frozen_converted = sources & set(frozen_ops)
-    removed = (set(manifest.get("removed_nodes") or []) & set(frozen_ops)) - frozen_converted
+    removed = (set(conversion.removed_nodes if conversion is not None else ()) & set(frozen_ops)) - frozen_converted
     if not entries:  # no manifest: fall back to the difference of the two graphs
         variables = {n: {"variable_name": n, "source": n} for n, op in unfrozen_ops.items()
                      if op in ("VarHandleOp", "VariableV2")}

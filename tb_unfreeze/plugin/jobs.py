@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from tensorboard import errors
 
+from tb_unfreeze.contract import ConversionRequest
 from tb_unfreeze.errors import BusyError, UserError
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class Job:
 
     id: str
     model: str
-    params: dict  # the validated request: selection, verify, overrides
+    request: ConversionRequest
     client: dict  # address and user agent, for the history
     state: str = QUEUED
     fraction: float = 0.0
@@ -53,7 +54,7 @@ class Job:
             "progress": {"fraction": round(self.fraction, 4), "step": self.step},
             "error": self.error,
             "result": self.result,
-            "request": self.params,
+            "request": self.request.to_json(),
             "created": self.created,
             "started": self.started,
             "finished": self.finished,
@@ -96,7 +97,7 @@ class JobRunner:
             except Exception:  # a conversion will start its own worker; the listing must not fail
                 logger.exception("unfreeze: starting the conversion worker failed")
 
-    def submit(self, model_id: str, params: dict, client: dict | None = None) -> Job:
+    def submit(self, model_id: str, request: ConversionRequest, client: dict | None = None) -> Job:
         """Queue a conversion; BusyError (409) if this model already has one queued or running."""
         self.warm()
         with self._lock:
@@ -105,7 +106,7 @@ class JobRunner:
                 raise BusyError(
                     f"{model_id} is already being converted (job {busy.id}, {busy.state}); wait for it to finish."
                 )
-            job = Job(id=uuid.uuid4().hex[:12], model=model_id, params=params, client=client or {})
+            job = Job(id=uuid.uuid4().hex[:12], model=model_id, request=request, client=client or {})
             self._jobs[job.id] = job
             self._trim_locked()
             if not self._threads:

@@ -19,6 +19,7 @@ EVENT_FILE_MARKER = "tfevents"
 
 XSRF_HEADER = "X-XSRF-Protected"
 MAX_BODY_BYTES = 64 * 1024
+MAX_PROBE_BYTES = 256 << 20  # an uploaded .npz of probe inputs (POST /probe)
 CONVERT_TIMEOUT_SECONDS = 4 * 3600  # a conversion stuck in TensorFlow is killed, freeing the worker
 MAX_ID_CHARS = 1024
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
-import json
 import logging
 import os
 import re
@@ -26,7 +25,7 @@ from collections.abc import Callable, Iterator
 
 from tensorboard import errors
 
-from tb_unfreeze.convert_paths import MANIFEST, UNFROZEN_GRAPH
+from tb_unfreeze.contract import ConversionRequest, ConversionResult, Layout, read_result
 from tb_unfreeze.errors import BusyError, UserError
 from tb_unfreeze.plugin import metadata
 from tb_unfreeze.plugin.discovery import ModelFile
@@ -36,6 +35,9 @@ from tb_unfreeze.plugin.security import check_model_id, is_within
 logger = logging.getLogger(__name__)
 
 CONVERSIONS_SUBDIR = "conversions"
+PROBES_SUBDIR = "probes"
+_PROBE = re.compile(r"[0-9a-f]{16}")
+MAX_PROBE_INFLATED = 1 << 30
 KEEP_CONVERSIONS = 8
 _JOB = re.compile(r"[0-9a-f]{6,64}")
 
@@ -44,25 +46,10 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def summarize(manifest: dict, model_id: str) -> dict:
-    """The few numbers a listing or a history line shows about a finished conversion."""
-    totals = manifest.get("totals") or {}
-    verification = manifest.get("verification") or {}
-    summary = {k: v for k, v in verification.items() if not isinstance(v, (list, dict))}
-    gradients = verification.get("gradients")
-    if isinstance(gradients, dict):  # the tab tells "verified" from "verified with warnings" by these counts
-        summary["gradients_missing"] = len(gradients.get("missing") or [])
-        summary["gradient_errors"] = len(gradients.get("errors") or [])
-    return {
-        "variables": totals.get("variables"),
-        "trainable_variables": totals.get("trainable_variables"),
-        "parameters": totals.get("parameters"),
-        "trainable_parameters": totals.get("trainable_parameters"),
-        "verification": summary,
-        "out_dir": manifest.get("out_dir"),
-        "saved_model": manifest.get("saved_model"),
-        "runs": {w: metadata.run_name(model_id, w) for w in (metadata.FROZEN_RUN, metadata.UNFROZEN_RUN)},
-    }
+def summarize(result: ConversionResult, model_id: str) -> dict:
+    """The few facts a listing or a history line shows about a finished conversion (the tab's `JobResult`)."""
+    return {**result.summary_json(),
+            "runs": {w: metadata.run_name(model_id, w) for w in (metadata.FROZEN_RUN, metadata.UNFROZEN_RUN)}}
 
 
 class Outputs:
@@ -83,16 +70,76 @@ class Outputs:
     def out_dir(self, model_id: str) -> str:
         return os.path.join(self.model_dir(model_id), metadata.MODEL_SUBDIR)
 
-    def manifest(self, model_id: str) -> dict | None:
-        """The manifest of the latest successful conversion, or None."""
-        try:
-            with open(os.path.join(self.out_dir(model_id), MANIFEST), encoding="utf-8") as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            return None
+    def result(self, model_id: str) -> ConversionResult | None:
+        """The latest successful conversion, or None."""
+        return read_result(self.out_dir(model_id))
 
     def unfrozen_graph_path(self, model_id: str) -> str:
-        return os.path.join(self.out_dir(model_id), UNFROZEN_GRAPH)
+        return Layout(self.out_dir(model_id)).unfrozen_graph
+
+    # -- probe inputs uploaded from the tab ------------------------------------------------------------------------
+
+    def probe_path(self, model_id: str, probe_id: str) -> str:
+        """The stored .npz of an uploaded probe (POST /probe), or a 404 naming what to do."""
+        path = os.path.join(self.model_dir(model_id), PROBES_SUBDIR, f"{probe_id}.npz")
+        if not _PROBE.fullmatch(probe_id) or not os.path.isfile(path):
+            raise errors.NotFoundError(f"no uploaded probe {probe_id[:40]!r} for {model_id}; upload the .npz again.")
+        return path
+
+    def store_probe(self, model_id: str, data: bytes, inputs: list[dict]) -> dict:
+        """Check an uploaded .npz of probe inputs against the model's inputs and keep it under
+        `<model>/probes/<id>.npz` (id: the first 16 hex digits of its SHA-256). 400 naming the array when it fits
+        no input; nothing is written then."""
+        import io  # noqa: PLC0415
+        import zipfile  # noqa: PLC0415
+
+        import numpy as np  # noqa: PLC0415 (a TensorBoard dependency)
+
+        not_npz = "the uploaded file is not an .npz of arrays ({}); save one with numpy.savez(path, input_name=array)."
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:  # sizes first: a small zip can inflate to gigabytes
+                inflated = sum(info.file_size for info in archive.infolist())
+        except (zipfile.BadZipFile, OSError, ValueError) as e:
+            raise errors.InvalidArgumentError(not_npz.format(str(e)[:200])) from None
+        if inflated > MAX_PROBE_INFLATED:
+            raise errors.InvalidArgumentError(
+                f"the uploaded .npz holds {inflated:,} bytes of arrays; the limit is {MAX_PROBE_INFLATED:,}.")
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise errors.InvalidArgumentError(not_npz.format(str(e)[:200])) from None
+        fed = {i["name"]: i for i in inputs if i.get("kind") == "data"}
+        aliases = {name.replace("/", "_"): name for name in fed}
+        if not arrays:
+            raise errors.InvalidArgumentError("the uploaded .npz holds no array; key one array per input node.")
+        described = {}
+        for key, value in arrays.items():
+            name = key if key in fed else aliases.get(key)
+            if name is None:
+                raise errors.InvalidArgumentError(
+                    f"the uploaded .npz has an array {key[:200]!r} that matches no input of {model_id}; inputs: "
+                    f"{', '.join(sorted(fed))[:500] or 'none'}.")
+            if value.dtype.kind not in "biufcSU":
+                raise errors.InvalidArgumentError(f"array {key[:200]!r} has dtype {value.dtype}; pass numbers, "
+                                                  "booleans or bytes.")
+            shape = fed[name].get("shape")
+            if shape is not None and (len(shape) != value.ndim or any(
+                    d not in (None, -1) and d != n for d, n in zip(shape, value.shape))):
+                raise errors.InvalidArgumentError(
+                    f"array {key[:200]!r} has shape {list(value.shape)} but input {name!r} takes {shape} "
+                    "(-1: any size).")
+            described[name] = {"shape": list(value.shape), "dtype": value.dtype.name}
+        import hashlib  # noqa: PLC0415
+
+        probe_id = hashlib.sha256(data).hexdigest()[:16]
+        folder = os.path.join(self.model_dir(model_id), PROBES_SUBDIR)
+        os.makedirs(folder, exist_ok=True)
+        from tb_unfreeze.output_dir import write_file_atomic  # noqa: PLC0415
+
+        write_file_atomic(os.path.join(folder, f"{probe_id}.npz"), data)
+        return {"probe": probe_id, "inputs": described,
+                "missing": sorted(set(fed) - set(described))}  # searched for at conversion, as without a probe
 
     # -- earlier conversions --------------------------------------------------------------------------------------
 
@@ -104,10 +151,10 @@ class Outputs:
         if not _JOB.fullmatch(job or ""):
             return None
         latest = self._latest_ok(model_id)
-        if latest is not None and latest.get("job") == job and self.manifest(model_id) is not None:
+        if latest is not None and latest.get("job") == job and self.result(model_id) is not None:
             return self.out_dir(model_id)
         path = os.path.join(self.conversions_dir(model_id), job)
-        if os.path.isfile(os.path.join(path, MANIFEST)) and is_within(path, self.root):
+        if os.path.isfile(Layout(path).manifest) and is_within(path, self.root):
             return path
         return None
 
@@ -118,23 +165,18 @@ class Outputs:
             names = os.listdir(self.conversions_dir(model_id))
         except OSError:
             names = []
+        root = self.conversions_dir(model_id)
         for name in names:
-            if _JOB.fullmatch(name) and os.path.isfile(os.path.join(self.conversions_dir(model_id), name, MANIFEST)):
+            if _JOB.fullmatch(name) and os.path.isfile(Layout(os.path.join(root, name)).manifest):
                 out[name] = "archived"
         latest = self._latest_ok(model_id)
-        if latest is not None and latest.get("job") and self.manifest(model_id) is not None:
+        if latest is not None and latest.get("job") and self.result(model_id) is not None:
             out[str(latest["job"])] = "current"
         return out
 
-    def conversion_manifest(self, model_id: str, job: str) -> dict | None:
+    def kept_result(self, model_id: str, job: str) -> ConversionResult | None:
         path = self.conversion_dir(model_id, job)
-        if path is None:
-            return None
-        try:
-            with open(os.path.join(path, MANIFEST), encoding="utf-8") as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            return None
+        return read_result(path) if path is not None else None
 
     def _latest_ok(self, model_id: str) -> dict | None:
         for record in reversed(self.history.for_model(model_id)):
@@ -151,7 +193,7 @@ class Outputs:
         current = self.out_dir(model_id)
         latest = self._latest_ok(model_id)
         job = str((latest or {}).get("job") or "")
-        if not _JOB.fullmatch(job) or not os.path.isfile(os.path.join(current, MANIFEST)):
+        if not _JOB.fullmatch(job) or not os.path.isfile(Layout(current).manifest):
             return None
         root = self.conversions_dir(model_id)
         final = os.path.join(root, job)
@@ -168,19 +210,10 @@ class Outputs:
                 shutil.copy2(src, dst)
 
         shutil.copytree(current, tmp, copy_function=link, symlinks=True)
-        manifest_path = os.path.join(tmp, MANIFEST)
         try:
-            with open(manifest_path, encoding="utf-8") as f:
-                manifest = json.load(f)
-            for key in ("out_dir", "saved_model", "unfrozen_graph"):
-                value = manifest.get(key)
-                if isinstance(value, str) and value.startswith(current):
-                    manifest[key] = final + value[len(current):]
-            manifest["archived"] = {"job": job, "from": current}
-            os.unlink(manifest_path)  # a new file, not a write through the link into the current manifest
-            with open(manifest_path, "w", encoding="utf-8") as f:
-                json.dump(manifest, f, indent=1)
-        except (OSError, ValueError) as e:
+            # A new file renamed over the link (never a write through it into the current manifest).
+            ConversionResult.open(tmp).relocated(final, archived={"job": job, "from": current}).write(tmp)
+        except (OSError, UserError) as e:
             logger.warning("unfreeze: archiving %s: cannot rewrite its manifest: %s", model_id, e)
         os.rename(tmp, final)
         self._prune(root)
@@ -239,7 +272,8 @@ class Outputs:
         finally:
             os.close(fd)
 
-    def convert(self, model: ModelFile, params: dict, client: dict, progress: Callable[[str, float], None]) -> dict:
+    def convert(self, model: ModelFile, request: ConversionRequest, client: dict,
+                progress: Callable[[str, float], None]) -> dict:
         """Run `tb_unfreeze.convert` into `model/` (replacing the last result), log both runs, append history."""
         started = time.time()
         record = {
@@ -248,15 +282,11 @@ class Outputs:
             "client": client.get("address"),
             "user_agent": client.get("user_agent"),
             "job": client.get("job"),
-            "request": params,
+            "request": request.to_json(),
             "source": {"size": model.size, "mtime": model.mtime},
         }
-        from tb_unfreeze.selection import Selection  # noqa: PLC0415
         from tb_unfreeze.worker import convert_in_subprocess  # noqa: PLC0415
 
-        selection = Selection(
-            only=params.get("only"), exclude=params.get("exclude") or (), trainable=params.get("trainable") or {}
-        )
         with self.lock(model.id, wait=False):  # a refusal here (BusyError) is not a conversion: no history line
             try:
                 self.archive_current(model.id)  # the conversion about to replace it stays openable from the history
@@ -265,22 +295,13 @@ class Outputs:
             try:
                 # A child process: a TensorFlow crash or its memory cannot touch TensorBoard, and TensorFlow's
                 # threads do not compete with TensorBoard's for the GIL.
-                manifest = convert_in_subprocess(
-                    model.path,
-                    self.out_dir(model.id),
-                    selection=selection,
-                    inputs=params.get("inputs"),
-                    outputs=params.get("outputs"),
-                    verify=params.get("verify", True),
-                    replace=True,
-                    progress=progress,
-                    timeout=metadata.CONVERT_TIMEOUT_SECONDS,
-                )
+                conversion = convert_in_subprocess(model.path, self.out_dir(model.id), request, replace=True,
+                                                   progress=progress, timeout=metadata.CONVERT_TIMEOUT_SECONDS)
             except Exception as e:
                 record.update(ok=False, error=_public_message(e, model.id), seconds=round(time.time() - started, 3))
                 self._record(model.id, record)
                 raise
-            result = summarize(manifest, model.id)
+            result = summarize(conversion, model.id)
             progress("log graphs", 1.0)
             try:  # the model is converted even if the runs cannot be written: say so, do not fail the job
                 fresh = self.has_run(model.id, metadata.FROZEN_RUN, newer_than=model.mtime)

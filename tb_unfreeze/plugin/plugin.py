@@ -7,6 +7,7 @@ Routes live under `/data/plugin/unfreeze/` and are documented in `http_api.md`. 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import mimetypes
 import os
@@ -20,6 +21,7 @@ from werkzeug import security as wz_security
 from werkzeug import wrappers
 
 from tb_unfreeze.errors import UserError
+from tb_unfreeze.graph_index import node_name
 from tb_unfreeze.plugin import graph_view, metadata, security, validation
 from tb_unfreeze.plugin.discovery import Discovery, ModelFile
 from tb_unfreeze.plugin.jobs import JobRunner
@@ -134,6 +136,7 @@ class UnfreezePlugin(base_plugin.TBPlugin):
             "/models": self.models_route,
             "/candidates": self.candidates_route,
             "/convert": self.convert_route,
+            "/probe": self.probe_route,
             "/jobs": self.jobs_route,
             "/history": self.history_route,
             "/graph": self.graph_route,
@@ -172,7 +175,7 @@ class UnfreezePlugin(base_plugin.TBPlugin):
 
     def _run_job(self, job, progress) -> dict:
         model = self.discovery.get(job.model)
-        return self.outputs.convert(model, job.params, {**job.client, "job": job.id}, progress)
+        return self.outputs.convert(model, job.request, {**job.client, "job": job.id}, progress)
 
     # -- impls ------------------------------------------------------------------------------------------------
 
@@ -191,7 +194,7 @@ class UnfreezePlugin(base_plugin.TBPlugin):
             status = "converting"
         elif latest is not None and not latest.get("ok"):
             status, message = "failed", latest.get("error")
-        elif latest is not None and self.outputs.manifest(model.id) is not None:
+        elif latest is not None and self.outputs.result(model.id) is not None:
             status = "converted"
         source = (latest or {}).get("source") or {}
         totals = (parsed.inspection or {}).get("totals")
@@ -221,14 +224,24 @@ class UnfreezePlugin(base_plugin.TBPlugin):
 
     def convert_impl(self, body: dict, client: dict) -> dict:
         """Validate a conversion request and queue it; 409 if the model is already converting."""
-        params = validation.conversion_params(body)
-        model = self.discovery.get(params.pop("model"))
+        model_id, request = validation.conversion_request(body)
+        model = self.discovery.get(model_id)
         parsed = self.discovery.parsed(model)
         if parsed.error is not None:
             raise _user_error(parsed.error, parsed.http_code)
-        validation.check_selection(params, parsed.inspection)
-        job = self.jobs.submit(model.id, params, client)
+        validation.check_selection(request, parsed.inspection)
+        if request.probe is not None:  # the uploaded file, by its id
+            request = dataclasses.replace(request, probe=self.outputs.probe_path(model.id, request.probe))
+        job = self.jobs.submit(model.id, request, client)
         return {"job": job.to_dict()}
+
+    def probe_impl(self, model_id: str, data: bytes) -> dict:
+        """Keep an uploaded .npz of probe inputs for the model's next conversions (`"probe": id` in POST /convert)."""
+        model = self.discovery.get(model_id)
+        parsed = self.discovery.parsed(model)
+        if parsed.error is not None:
+            raise _user_error(parsed.error, parsed.http_code)
+        return self.outputs.store_probe(model.id, data, parsed.inspection.get("inputs") or [])
 
     def jobs_impl(self, job_id: str | None = None) -> dict:
         if job_id is not None:
@@ -245,10 +258,10 @@ class UnfreezePlugin(base_plugin.TBPlugin):
 
     def manifest_impl(self, model_id: str) -> dict:
         model = self.discovery.get(model_id)
-        manifest = self.outputs.manifest(model.id)
-        if manifest is None:
+        result = self.outputs.result(model.id)
+        if result is None:
             raise errors.NotFoundError(f"{model_id} has not been converted yet; POST /convert first.")
-        return manifest
+        return result.to_json()
 
     def graph_impl(self, model_id: str, which: str) -> dict:
         """The compact graph of one side, with the nodes the conversion changed marked."""
@@ -277,7 +290,7 @@ class UnfreezePlugin(base_plugin.TBPlugin):
             unfrozen = graph_pb2.GraphDef()
             with open(unfrozen_path, "rb") as f:
                 unfrozen.ParseFromString(f.read())
-        changes = graph_view.changes(frozen, unfrozen, self.outputs.manifest(model.id)) if unfrozen else None
+        changes = graph_view.changes(frozen, unfrozen, self.outputs.result(model.id)) if unfrozen else None
         if which == metadata.FROZEN_RUN:
             result = graph_view.compact(
                 frozen, changes["frozen"] if changes else (), changed=changes["changed_frozen"] if changes else None
@@ -303,9 +316,9 @@ class UnfreezePlugin(base_plugin.TBPlugin):
         parsed = self.discovery.parsed(model)
         if parsed.error is not None:
             raise _user_error(parsed.error, parsed.http_code)
-        manifest = self.outputs.manifest(model.id) or {}
-        variable = next((v for v in manifest.get("variables") or [] if v.get("variable_name") == node), None)
-        source = graph_view._input_name(str(variable["source"]))[0] if variable else node
+        conversion = self.outputs.result(model.id)
+        variable = conversion.variable(node) if conversion is not None else None
+        source = node_name(variable.source) if variable else node
         key = (model.key, "weights", source)
         with self._graph_lock:
             if key in self._weights_cache:
@@ -323,7 +336,7 @@ class UnfreezePlugin(base_plugin.TBPlugin):
                     self._weights_cache.popitem(last=False)
         result = dict(stats, source=source)
         if variable is not None:
-            result.update(variable=node, trainable=bool(variable.get("trainable")), role=variable.get("role"),
+            result.update(variable=node, trainable=variable.trainable, role=variable.role,
                           note="the variable's initial value: the frozen constant it was made from")
         return result
 
@@ -340,10 +353,10 @@ class UnfreezePlugin(base_plugin.TBPlugin):
         if parsed.error is not None:
             raise _user_error(parsed.error, parsed.http_code)
         folder = self.outputs.conversion_dir(model.id, job)
-        manifest = self.outputs.conversion_manifest(model.id, job) if folder else None
-        if manifest is None:
+        kept = self.outputs.kept_result(model.id, job) if folder else None
+        if kept is None:
             raise errors.NotFoundError(f"the output of conversion {job} of {model_id} is no longer kept.")
-        path = os.path.join(folder, "unfrozen_graph.pb")
+        path = kept.layout.unfrozen_graph
         st = os.stat(path)
         key = (model.key, "conversion", path, st.st_size, st.st_mtime_ns)
         with self._graph_lock:
@@ -353,7 +366,7 @@ class UnfreezePlugin(base_plugin.TBPlugin):
             with open(path, "rb") as f:
                 unfrozen.ParseFromString(f.read())
             frozen = self.discovery.graph(model).graph_def
-            changes = graph_view.changes(frozen, unfrozen, manifest)
+            changes = graph_view.changes(frozen, unfrozen, kept)
             graphs = {
                 "frozen": graph_view.compact(frozen, changes["frozen"], changed=changes["changed_frozen"]),
                 "unfrozen": graph_view.compact(
@@ -366,7 +379,7 @@ class UnfreezePlugin(base_plugin.TBPlugin):
                 while len(self._graph_cache) > 6:
                     self._graph_cache.popitem(last=False)
         state = self.outputs.kept(model.id).get(job, "archived")
-        return {"job": job, "state": state, "manifest": manifest, "graphs": cached}
+        return {"job": job, "state": state, "manifest": kept.to_json(), "graphs": cached}
 
     def drift_impl(self, model_id: str, other_id: str) -> dict:
         """Per-weight drift between two frozen graphs of the logdir (numpy on the parsed graphs: no TensorFlow)."""
@@ -430,6 +443,12 @@ class UnfreezePlugin(base_plugin.TBPlugin):
         body = security.read_json_body(request)
         client = {"address": request.remote_addr, "user_agent": request.headers.get("User-Agent", "")[:300]}
         return _json(request, self.convert_impl(body, client))
+
+    @_route("POST")
+    def probe_route(self, request: wrappers.Request) -> wrappers.Response:
+        model_id = validation.arg(request, "model")
+        data = security.read_body(request, "application/octet-stream", metadata.MAX_PROBE_BYTES)
+        return _json(request, self.probe_impl(model_id, data))
 
     @_route("GET")
     def jobs_route(self, request: wrappers.Request) -> wrappers.Response:

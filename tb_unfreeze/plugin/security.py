@@ -129,26 +129,32 @@ def check_read_request(request: wrappers.Request) -> None:
         raise MethodNotAllowedError("GET")
 
 
-def read_json_body(request: wrappers.Request) -> dict:
-    """The JSON object body of a write request, after the XSRF and size checks.
+def read_body(request: wrappers.Request, mimetype: str, limit: int) -> bytes:
+    """The body of a write request, after the XSRF, content-type and size checks.
 
-    A cross-site page can send neither a custom header nor a JSON content type without a CORS preflight, which
-    TensorBoard never grants; so both are required.
+    A cross-site page can send neither a custom header nor a JSON (or octet-stream) content type without a CORS
+    preflight, which TensorBoard never grants; so both are required.
     """
     if request.method != "POST":
         raise MethodNotAllowedError("POST")
     if request.headers.get(metadata.XSRF_HEADER) != "1":
         raise errors.PermissionDeniedError(f"write requests need the header '{metadata.XSRF_HEADER}: 1'.")
-    if request.mimetype != "application/json":
-        raise UnsupportedMediaTypeError(request.mimetype or "none")
+    if request.mimetype != mimetype:
+        raise UnsupportedMediaTypeError(request.mimetype or "none", mimetype)
     length = request.content_length
     if length is None:
         raise LengthRequiredError()
-    if length > metadata.MAX_BODY_BYTES:
-        raise PayloadTooLargeError(length)
+    if length > limit:
+        raise PayloadTooLargeError(length, limit)
     raw = request.stream.read(length + 1)
-    if len(raw) > length or len(raw) > metadata.MAX_BODY_BYTES:
-        raise PayloadTooLargeError(len(raw))
+    if len(raw) > length or len(raw) > limit:
+        raise PayloadTooLargeError(len(raw), limit)
+    return raw
+
+
+def read_json_body(request: wrappers.Request) -> dict:
+    """The JSON object body of a write request (see `read_body`)."""
+    raw = read_body(request, "application/json", metadata.MAX_BODY_BYTES)
     try:
         body = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
@@ -163,22 +169,22 @@ def read_json_body(request: wrappers.Request) -> dict:
 class UnsupportedMediaTypeError(errors.PublicError):
     http_code = 415
 
-    def __init__(self, mimetype: str) -> None:
-        super().__init__(f"Unsupported media type {mimetype!r}: send the body as application/json.")
+    def __init__(self, mimetype: str, expected: str = "application/json") -> None:
+        super().__init__(f"Unsupported media type {mimetype!r}: send the body as {expected}.")
 
 
 class LengthRequiredError(errors.PublicError):
     http_code = 411
 
     def __init__(self) -> None:
-        super().__init__("Length required: send a Content-Length header with the JSON body.")
+        super().__init__("Length required: send a Content-Length header with the body.")
 
 
 class PayloadTooLargeError(errors.PublicError):
     http_code = 413
 
-    def __init__(self, length: int) -> None:
-        super().__init__(f"Payload too large: {length} bytes; the limit is {metadata.MAX_BODY_BYTES}.")
+    def __init__(self, length: int, limit: int = metadata.MAX_BODY_BYTES) -> None:
+        super().__init__(f"Payload too large: {length} bytes; the limit is {limit}.")
 
 
 def check_model_id(model_id: object) -> str:

@@ -7,12 +7,11 @@ import re
 from tensorboard import errors
 from werkzeug import wrappers
 
+from tb_unfreeze.contract import ContractError, ConversionRequest
 from tb_unfreeze.plugin.security import check_model_id
 
 _JOB_ID = re.compile(r"^[0-9a-f]{1,64}$")
-_MAX_NAMES = 100_000
-_MAX_NAME_CHARS = 4096
-CONVERT_KEYS = ("model", "only", "exclude", "trainable", "verify", "inputs", "outputs")
+_PROBE_ID = re.compile(r"[0-9a-f]{16}")
 
 
 def arg(request: wrappers.Request, name: str, required: bool = True) -> str | None:
@@ -46,52 +45,24 @@ def check_job_id(job_id: str) -> str:
     return job_id
 
 
-def _names(body: dict, key: str) -> list[str] | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise errors.InvalidArgumentError(f"'{key}' must be a list of node names (strings).")
-    if len(value) > _MAX_NAMES or any(len(v) > _MAX_NAME_CHARS or "\x00" in v for v in value):
-        raise errors.InvalidArgumentError(f"'{key}' holds too many or too long names.")
-    return list(dict.fromkeys(value))
+def conversion_request(body: dict) -> tuple[str, ConversionRequest]:
+    """The body of POST /convert: {"model": id, **ConversionRequest JSON} → (model id, request). `probe`, when
+    given, is the id POST /probe answered with (the plugin resolves it to the stored file)."""
+    try:
+        request = ConversionRequest.from_json(body, "POST /convert", extra=("model",))
+    except ContractError as e:
+        raise errors.InvalidArgumentError(str(e)) from None
+    if request.probe is not None and not _PROBE_ID.fullmatch(request.probe):
+        raise errors.InvalidArgumentError("'probe' must be the id POST /probe answered with.")
+    return check_model_id(body.get("model")), request
 
 
-def conversion_params(body: dict) -> dict:
-    """The validated conversion request: {model, only, exclude, trainable, verify, inputs, outputs}."""
-    unknown = sorted(set(body) - set(CONVERT_KEYS))
-    if unknown:
-        raise errors.InvalidArgumentError(
-            f"unknown field(s) {', '.join(map(repr, unknown[:5]))}; allowed: {', '.join(CONVERT_KEYS)}."
-        )
-    trainable = body.get("trainable")
-    trainable = {} if trainable is None else trainable  # not `or {}`: [] or "" must be refused, not ignored
-    if not isinstance(trainable, dict) or not all(
-        isinstance(k, str) and isinstance(v, bool) for k, v in trainable.items()
-    ):
-        raise errors.InvalidArgumentError("'trainable' must map Const node names to true or false.")
-    if len(trainable) > _MAX_NAMES:
-        raise errors.InvalidArgumentError("'trainable' holds too many names.")
-    verify = body.get("verify", True)
-    if not isinstance(verify, bool):
-        raise errors.InvalidArgumentError("'verify' must be true or false.")
-    return {
-        "model": check_model_id(body.get("model")),
-        "only": _names(body, "only"),
-        "exclude": _names(body, "exclude") or [],
-        "trainable": dict(trainable),
-        "verify": verify,
-        "inputs": _names(body, "inputs"),
-        "outputs": _names(body, "outputs"),
-    }
-
-
-def check_selection(params: dict, inspection: dict) -> None:
+def check_selection(request: ConversionRequest, inspection: dict) -> None:
     """Refuse (400) names that are not candidates before queueing, as the library would after."""
     known = set()
     for c in inspection.get("candidates") or []:
         known.update(n for n in (c.get("name"), c.get("variable_name")) if n)
-    lists = (("only", params["only"] or []), ("exclude", params["exclude"]), ("trainable", params["trainable"]))
+    lists = (("only", request.only or ()), ("exclude", request.exclude), ("trainable", request.trainable))
     model = inspection.get("model")
     model = model.get("path") if isinstance(model, dict) else model  # the inspect JSON's model is a dict
     for key, names in lists:

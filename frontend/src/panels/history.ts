@@ -4,21 +4,24 @@ import type { HistoryEntry } from "../api";
 import { verificationStatus, verificationText } from "../status";
 
 function selectionText(e: HistoryEntry): string {
-  const req = e.request ?? {};
+  const req = e.request;
+  if (!req) return "—";
   const parts = [Array.isArray(req.only) ? `${req.only.length} consts` : "recommended"];
   if (req.exclude?.length) parts.push(`${req.exclude.length} excluded`);
   const kept = Object.values(req.trainable ?? {}).filter((v) => v === false).length;
   if (kept) parts.push(`${kept} non-trainable`);
+  if (req.outputs?.length) parts.push(`outputs ${req.outputs.join(", ")}`);
+  if (req.probe) parts.push("uploaded probe");
   return parts.join(", ");
 }
 
 function resultText(e: HistoryEntry): HTMLElement {
   if (e.error || e.ok === false) return h("span.err", null, e.error ?? "failed");
-  const r = e.result ?? {};
-  const ver = r.verification;
+  const r = e.result;
+  const ver = r?.verification;
   const status = verificationStatus(ver) ?? "not_verified";
   return h("span", null,
-    `${fmtInt(r.variables ?? null)} variables · ${fmtInt(r.trainable_parameters ?? null)} trainable params · max diff ${status === "not_verified" ? "—" : fmtDiff(ver?.max_abs_diff ?? null)}`,
+    `${fmtInt(r?.variables ?? null)} variables · ${fmtInt(r?.trainable_parameters ?? null)} trainable params · max diff ${status === "not_verified" ? "—" : fmtDiff(ver?.max_abs_diff ?? null)}`,
     h("span.chip.verification", { "data-status": status, style: "margin-left:6px" }, verificationText(status)),
   );
 }

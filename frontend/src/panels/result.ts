@@ -1,6 +1,6 @@
 // What a conversion produced, and how to fine-tune it.
-import { h, fmtInt, fmtDiff } from "../dom";
-import type { Inspection, JobResult, Manifest } from "../api";
+import { h, fmtInt, fmtDiff, replace } from "../dom";
+import type { Inspection, JobResult, Manifest, ProbeUpload } from "../api";
 import { VerificationStatus, verificationStatus, verificationText } from "../status";
 
 export interface ResultFacts {
@@ -22,50 +22,40 @@ export interface ResultFacts {
   problems: string[];
 }
 
-function prod(shape: Array<number | null> | null | undefined): number {
-  if (!shape) return 0;
-  return shape.reduce<number>((a, d) => a * (d == null || d < 0 ? 1 : d), 1);
-}
-
-function diffOf(x: unknown): number | null {
-  if (typeof x === "number") return x;
-  if (x && typeof x === "object" && typeof (x as { max_abs_diff?: unknown }).max_abs_diff === "number") {
-    return (x as { max_abs_diff: number }).max_abs_diff;
-  }
-  return null;
-}
-
-/** Facts of the latest conversion: from its manifest when there is one, else from the job's result. */
+/** Facts of a conversion: from its manifest when it is loaded, else from the job's summary (same contract). */
 export function resultFacts(manifest: Manifest | null, result: JobResult | null | undefined): ResultFacts {
-  const m = manifest ?? {};
-  const r = result ?? {};
-  const vars = m.variables ?? null;
-  const ver = m.verification ?? {};
-  const perOutput = Object.values(ver.outputs ?? {}).map(diffOf).filter((x): x is number => x != null);
-  const maxDiff = typeof ver.max_abs_diff === "number" ? ver.max_abs_diff
-    : perOutput.length ? Math.max(...perOutput) : diffOf(r.verification);
-  const outDir = (m.out_dir as string | undefined) ?? r.out_dir ?? null;
-  const savedModel = (typeof m.saved_model === "string" ? m.saved_model : null) ?? r.saved_model
-    ?? (outDir ? outDir.replace(/\/$/, "") + "/saved_model" : null);
-  const missing = Array.isArray(ver.gradients?.missing) ? (ver.gradients!.missing as string[]) : null;
-  const passed = typeof ver.passed === "boolean" ? ver.passed
-    : typeof r.verification?.passed === "boolean" ? r.verification.passed : null;
+  if (manifest) {
+    const ver = manifest.verification;
+    const status = verificationStatus(ver) ?? "not_verified";
+    return {
+      variables: manifest.totals.variables,
+      trainableParams: manifest.totals.trainable_parameters,
+      maxDiff: ver.max_abs_diff ?? null,
+      passed: ver.passed,
+      missingGradients: ver.performed ? ver.gradients?.missing ?? [] : null,
+      trainingPath: manifest.training_paths.note || null,
+      outDir: manifest.out_dir,
+      savedModel: manifest.saved_model,
+      notVerified: ver.performed ? null : ver.note || "verification was skipped",
+      status,
+      problems: strings(ver.problems),
+      note: ver.note || null,
+    };
+  }
+  const ver = result?.verification;
   return {
-    variables: vars ? vars.length : m.totals?.variables ?? r.variables ?? null,
-    trainableParams: m.totals?.trainable_parameters
-      ?? (vars ? vars.filter((v) => v.trainable).reduce((a, v) => a + prod(v.shape), 0) : r.trainable_parameters ?? null),
-    maxDiff,
-    passed,
-    missingGradients: missing,
-    trainingPath: (ver.training_path as string | undefined) ?? null,
-    outDir,
-    savedModel,
-    notVerified: ver.performed === false || r.verification?.performed === false
-      ? String(ver.note ?? r.verification?.note ?? "verification was skipped") : null,
-    status: verificationStatus(manifest ? ver : r.verification) ?? verificationStatus(r.verification) ?? "not_verified",
-    problems: [...strings(ver.problems), ...strings(ver.warnings)],
-    note: typeof ver.note === "string" && ver.note ? ver.note
-      : typeof r.verification?.note === "string" && r.verification.note ? r.verification.note : null,
+    variables: result?.variables ?? null,
+    trainableParams: result?.trainable_parameters ?? null,
+    maxDiff: ver?.max_abs_diff ?? null,
+    passed: ver?.passed ?? null,
+    missingGradients: null,  // the summary counts them; the panel shows names once the manifest is loaded
+    trainingPath: null,
+    outDir: result?.out_dir ?? null,
+    savedModel: result?.saved_model ?? null,
+    notVerified: ver && !ver.performed ? ver.note || "verification was skipped" : null,
+    status: verificationStatus(ver) ?? "not_verified",
+    problems: strings(ver?.problems),
+    note: ver?.note || null,
   };
 }
 
@@ -115,14 +105,12 @@ export function tf1Snippet(savedModel: string): string {
   ].join("\n");
 }
 
-/** TensorFlow's short dtype names ("float") as Keras wants them ("float32"). */
-const KERAS_DTYPE: Record<string, string> = { float: "float32", double: "float64", half: "float16", int: "int32" };
 
 export function kerasSnippet(savedModel: string, ins: Inspection | null): string {
   const first = ins?.inputs?.find((i) => !i.unused) ?? ins?.inputs?.[0];
   const shape = first?.shape ? first.shape.slice(1).map((d) => (d == null || d < 0 ? "None" : String(d))) : null;
   const shapeText = shape ? `(${shape.join(", ")}${shape.length === 1 ? "," : ""})` : "(None,)";
-  const dtype = first?.dtype ? KERAS_DTYPE[first.dtype] ?? first.dtype : null;
+  const dtype = first?.dtype ?? null;  // TensorFlow's dtype names ("float32"), as Keras takes them
   return [
     "import tensorflow as tf",
     "from tb_unfreeze.keras import UnfrozenLayer",
@@ -165,27 +153,54 @@ async function copyText(text: string, el: HTMLElement): Promise<boolean> {
   }
 }
 
-/** What the tab can do about a result that is not verified: convert again, verifying against chosen outputs. */
+/** What the tab can do about a result that is not verified: convert again, verifying against chosen outputs and
+ * on probe inputs the user uploads (an .npz keyed by input name, as `tb-unfreeze convert --probe` takes). */
 export interface ResultActions {
-  reverify: (outputs: string[] | null) => void;
+  reverify: (options: { outputs?: string[]; probe?: string }) => void;
+  uploadProbe: (file: File) => Promise<ProbeUpload>;
 }
 
 function remedy(f: ResultFacts, ins: Inspection | null, actions: ResultActions): HTMLElement {
   const known = (ins?.outputs ?? []).map((o) => o.name);
+  const fed = (ins?.inputs ?? []).filter((i) => (i.kind ?? "data") === "data").map((i) => i.name);
   const input = h("input.in.outputs-in", {
     type: "text", value: known.join(", "), "aria-label": "Outputs to compare",
     title: "Node names of the outputs the frozen and the unfrozen graph are compared on, comma-separated",
   });
+  const file = h("input.in.probe-in", {
+    type: "file", accept: ".npz", "aria-label": "Probe inputs (.npz)",
+    title: `An .npz with one array per input (${fed.join(", ") || "the graph's inputs"}), e.g. numpy.savez("probe.npz", **{name: batch}); the conversion is verified on it`,
+  }) as HTMLInputElement;
+  const msg = h("div.probe-msg");
   const run = h("button.btn.small.reverify", {
     on: {
-      click: () => {
+      click: async () => {
         const names = input.value.split(",").map((x) => x.trim()).filter(Boolean);
         const same = names.length === known.length && names.every((n, i) => n === known[i]);
-        actions.reverify(names.length && !same ? names : null);
+        const options: { outputs?: string[]; probe?: string } = names.length && !same ? { outputs: names } : {};
+        const chosen = file.files?.[0];
+        if (chosen) {
+          run.setAttribute("disabled", "");
+          replace(msg, `Uploading ${chosen.name}…`);
+          try {
+            const up = await actions.uploadProbe(chosen);
+            options.probe = up.probe;
+            replace(msg, `Probe ${chosen.name}: ${Object.entries(up.inputs).map(([k, v]) => `${k} ${JSON.stringify(v.shape)}`).join(", ")}`
+              + (up.missing.length ? `; searched for: ${up.missing.join(", ")}` : ""));
+          } catch (e) {
+            run.removeAttribute("disabled");
+            replace(msg, h("span.err", null, (e as Error).message));
+            return;
+          }
+        }
+        actions.reverify(options);
       },
     },
   }, f.status === "failed" ? "Convert again and verify" : "Verify: convert again with verification");
-  return h("div.remedy", null, h("label.lbl", null, "Outputs to compare ", input), run);
+  return h("div.remedy", null,
+    h("label.lbl", null, "Outputs to compare ", input),
+    h("label.lbl", null, "Probe inputs (.npz) ", file),
+    run, msg);
 }
 
 export function resultPanel(f: ResultFacts, ins: Inspection | null, actions?: ResultActions): HTMLElement {
