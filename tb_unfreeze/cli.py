@@ -57,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=6006)
     s.add_argument("--no-serve", action="store_true", help="only prepare the logdir")
 
-    s = sub.add_parser("finetune", help="the fine-tuning story on the demo model (shifted digits)")
+    s = sub.add_parser("finetune", help="fine-tune a converted model: `finetune OUT_DIR --data train.npz` (on one "
+                       "machine, or as one worker of the cluster TF_CONFIG describes); without OUT_DIR, the "
+                       "fine-tuning story on the demo model (shifted digits)")
     s.add_argument("--logdir", default="out")
     s.add_argument("--epochs", type=int, default=5)
 
@@ -224,6 +226,12 @@ COMMANDS = {"inspect": _cmd_inspect, "convert": _cmd_convert, "log": _cmd_log, "
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if len(argv) > 1 and argv[0] == "finetune" and not argv[1].startswith("-"):
+        # `tb-unfreeze finetune OUT_DIR --data ...`: a converted model, one worker or many (docs/finetuning.md)
+        from tb_unfreeze.finetune import main as finetune_main  # noqa: PLC0415
+
+        return finetune_main(argv[1:], prog="tb-unfreeze finetune")
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ banner is noise on a CLI
     try:

@@ -79,13 +79,16 @@ class ConversionRequest:
 
     FIELDS = ("only", "exclude", "trainable", "inputs", "outputs", "verify", "probe", "dequantize")
 
-    def __post_init__(self) -> None:  # lists given in Python become tuples: the request is a value
-        for key in ("only", "inputs", "outputs"):
+    def __post_init__(self) -> None:
+        # The request is a value: sets of names (`only`, `exclude`) sorted, so equal requests compare equal;
+        # `inputs`/`outputs` keep their order (it is the signature's).
+        if self.only is not None:
+            object.__setattr__(self, "only", tuple(sorted(set(self.only))))
+        object.__setattr__(self, "exclude", tuple(sorted(set(self.exclude or ()))))
+        for key in ("inputs", "outputs"):
             value = getattr(self, key)
-            if value is not None and not isinstance(value, tuple):
-                object.__setattr__(self, key, tuple(value))
-        if not isinstance(self.exclude, tuple):
-            object.__setattr__(self, "exclude", tuple(self.exclude or ()))
+            if value is not None:
+                object.__setattr__(self, key, tuple(dict.fromkeys(value)))
         object.__setattr__(self, "trainable", dict(self.trainable or {}))
 
     def selection(self):
@@ -96,8 +99,8 @@ class ConversionRequest:
     def to_json(self) -> dict:
         return {
             "schema": REQUEST_SCHEMA,
-            "only": sorted(self.only) if self.only is not None else None,
-            "exclude": sorted(self.exclude),
+            "only": list(self.only) if self.only is not None else None,
+            "exclude": list(self.exclude),
             "trainable": dict(sorted(self.trainable.items())),
             "inputs": list(self.inputs) if self.inputs is not None else None,
             "outputs": list(self.outputs) if self.outputs is not None else None,

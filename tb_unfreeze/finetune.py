@@ -390,7 +390,18 @@ def layer_weights(layer) -> dict[str, np.ndarray]:
     return {w.name: np.asarray(w.numpy()) for w in layer.weights}
 
 
-def main(argv: list[str] | None = None) -> int:
+def _training_data(path: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return data["x"].astype(np.float32), data["y"]
+    except (OSError, ValueError, EOFError) as e:
+        raise errors.UserError(f"--data {path}: cannot read it as an .npz ({str(e)[:200]}).") from None
+    except KeyError as e:
+        raise errors.UserError(f"--data {path} has no array {e}; save it with numpy.savez(path, x=inputs, "
+                               "y=labels).") from None
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m tb_unfreeze.finetune") -> int:
     """Fine-tune a converted model on this machine, or as one worker of a cluster described by `TF_CONFIG`.
 
     python -m tb_unfreeze.finetune out/model --data train.npz --epochs 2 --batch-size 64 -o out/finetuned
@@ -399,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     import json  # noqa: PLC0415
     import sys  # noqa: PLC0415
 
-    parser = argparse.ArgumentParser(prog="python -m tb_unfreeze.finetune", description=main.__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=prog, description=main.__doc__.split("\n")[0])
     parser.add_argument("saved_model", help="a tb-unfreeze output directory (or its saved_model/)")
     parser.add_argument("--data", required=True, help=".npz with arrays x (inputs) and y (integer labels)")
     parser.add_argument("--epochs", type=int, default=1)
@@ -415,8 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = {} if args.no_cluster else cluster_from_environment()
         strategy = make_strategy(config)  # first: before any TensorFlow op runs
-        with np.load(args.data) as data:
-            x, y = data["x"].astype(np.float32), data["y"]
+        x, y = _training_data(args.data)
         started = time.perf_counter()
         model, layer, losses = finetune_distributed(
             args.saved_model, x, y, epochs=args.epochs, batch_size=args.batch_size,

@@ -384,3 +384,59 @@ def test_origin_must_be_this_server(world, origin, ok):
         assert r.status_code == 200, r.get_data(as_text=True)
     else:
         refused(r, (403,), "cross-origin")
+
+
+# -- POST /probe: uploaded bytes ----------------------------------------------------------------------------------
+
+
+def _post_probe(client, model_id: str, data: bytes, content_type="application/octet-stream", headers=XSRF):
+    return client.post(f"{BASE}/probe?model={urllib.parse.quote(model_id, safe='/')}", data=data,
+                       content_type=content_type, headers=headers)
+
+
+def _zip_bomb() -> bytes:
+    """A valid .npz whose one array inflates to 2 GiB of zeros from a few MB: refused by its declared size."""
+    import zipfile
+
+    buf = io.BytesIO()
+    header = b"\x93NUMPY\x01\x00" + b"v\x00" + b"{'descr': '<f4', 'fortran_order': False, 'shape': (536870912,), }"
+    header = header.ljust(127, b" ") + b"\n"
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive, archive.open("X.npy", "w", force_zip64=True) as f:
+        f.write(header)
+        chunk = bytes(1 << 24)
+        for _ in range(128):
+            f.write(chunk)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("model_id", "data", "content_type", "headers", "code", "words"), [
+    (MODEL, b"", "application/octet-stream", XSRF, 411, "Length required"),  # no body: no Content-Length
+    (MODEL, b"\x93NUMPY\x01\x00", "application/octet-stream", XSRF, 400, "not an .npz"),  # a bare .npy
+    ("../outside/secret.pb", b"PK", "application/octet-stream", XSRF, 400, ""),
+    ("garbage.pb", b"PK", "application/octet-stream", XSRF, 400, ""),
+    (MODEL, b"PK", "multipart/form-data", XSRF, 415, "octet-stream"),
+    (MODEL, b"PK", "application/octet-stream", {}, 403, "X-XSRF-Protected"),
+])
+def test_hostile_probe_uploads_are_refused_and_write_nothing(quiet, model_id, data, content_type, headers, code,
+                                                             words):
+    refused(_post_probe(quiet, model_id, data, content_type, headers), codes=(code,), words=words)
+
+
+def test_a_zip_bomb_probe_is_refused_before_it_is_inflated(quiet):
+    refused(_post_probe(quiet, MODEL, _zip_bomb()), codes=(400,), words="bytes of arrays; the limit is")
+
+
+def test_a_pickled_probe_is_refused_not_loaded(quiet):
+    buf = io.BytesIO()
+    import numpy as np
+
+    np.savez(buf, X=np.array([{"a": 1}], dtype=object))  # object arrays are pickles
+    refused(_post_probe(quiet, MODEL, buf.getvalue()), codes=(400,), words="not an .npz")
+
+
+@HYPO
+@given(st.binary(max_size=600) | st.binary(max_size=200).map(lambda b: b"PK\x03\x04" + b))
+def test_generated_probe_bodies_never_500(world, data):
+    before = tree(world["root"])
+    refused(_post_probe(world["client"], MODEL, data))
+    assert tree(world["root"]) == before

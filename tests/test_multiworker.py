@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import installed_command
 
 from tb_unfreeze import convert
 from tb_unfreeze.finetune import finetune_distributed, layer_weights
@@ -63,8 +64,11 @@ def runs(tmp_path_factory) -> dict:
     np.savez(tmp / "data.npz", x=x, y=y)
 
     hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
-    base = [sys.executable, "-m", "tb_unfreeze.finetune", manifest["out_dir"], "--data", str(tmp / "data.npz"),
-            "--epochs", "2", "--batch-size", str(BATCH), "--learning-rate", "0.1", "--optimizer", "sgd"]
+    args = [manifest["out_dir"], "--data", str(tmp / "data.npz"), "--epochs", "2", "--batch-size", str(BATCH),
+            "--learning-rate", "0.1", "--optimizer", "sgd"]
+    # Worker 0 through the module, worker 1 through the console script: the two documented entry points.
+    commands = [[sys.executable, "-m", "tb_unfreeze.finetune", *args],
+                [installed_command("tb-unfreeze"), "finetune", *args]]
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     env.update(CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
     procs = {}
@@ -72,7 +76,7 @@ def runs(tmp_path_factory) -> dict:
     for i in range(2):
         config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}}
         procs[f"worker{i}"] = subprocess.Popen(
-            base + ["--weights-out", str(tmp / f"worker{i}.npz"), "-o", str(tmp / f"finetuned{i}")],
+            commands[i] + ["--weights-out", str(tmp / f"worker{i}.npz"), "-o", str(tmp / f"finetuned{i}")],
             env={**env, "TF_CONFIG": json.dumps(config)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
     out = {}
