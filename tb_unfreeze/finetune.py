@@ -393,12 +393,13 @@ def layer_weights(layer) -> dict[str, np.ndarray]:
 def _training_data(path: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in ("x", "y") if k not in getattr(data, "files", ())]
+            if missing:
+                raise errors.UserError(f"--data {path} has no array '{missing[0]}'; save it with "
+                                       "numpy.savez(path, x=inputs, y=labels).")
             return data["x"].astype(np.float32), data["y"]
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, AttributeError, TypeError) as e:  # TypeError: a bare .npy
         raise errors.UserError(f"--data {path}: cannot read it as an .npz ({str(e)[:200]}).") from None
-    except KeyError as e:
-        raise errors.UserError(f"--data {path} has no array {e}; save it with numpy.savez(path, x=inputs, "
-                               "y=labels).") from None
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m tb_unfreeze.finetune") -> int:
@@ -434,7 +435,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m tb_unfreeze.finet
             strategy=strategy, out_dir=args.output, chief=is_chief(config),
         )
     except errors.UserError as e:
-        print(f"tb_unfreeze.finetune: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     weights = layer_weights(layer)
     if args.weights_out:

@@ -169,3 +169,16 @@ def test_plain_inspect_table_refuses_too(tmp_path):
     path.write_bytes(os.urandom(100))
     proc = _cli("inspect", str(path))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and str(path) in proc.stderr
+
+
+def test_finetune_with_missing_or_malformed_data_is_one_sentence(tmp_path):
+    """`tb-unfreeze finetune OUT_DIR --data …`: a data file it cannot use names the file, exit 2, no traceback."""
+    import numpy as np
+
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, inputs=np.zeros((2, 3), np.float32))  # no x / y
+    for data, words in ((tmp_path / "missing.npz", "cannot read it"), (bad, "has no array 'x'")):
+        r = _cli("finetune", str(tmp_path / "model"), "--data", str(data))
+        assert r.returncode == 2, r.stderr
+        assert words in r.stderr and "Traceback" not in r.stderr and str(data) in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
