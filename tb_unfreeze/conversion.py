@@ -206,9 +206,7 @@ def convert(
     with staged_dir(checked.out) as tmp:
         staged = Layout(tmp, loops=bool(loops))
         step("build and save", 0.4)
-        variables = _build_and_save(tf, rewritten.rewritten, checked.chosen, rewritten.values, checked.feed_inputs,
-                                    checked.defaults, checked.fetches, rewritten.signature, tmp, loops=loops,
-                                    trains=checked.trains)
+        variables = build_and_save(tf, checked, rewritten, tmp)
         verification = Verification.from_json(
             verify_stage(checked, reference, rewritten.signature, staged, request, lambda name: step(name, 0.8)))
         step("write manifest", 0.95)
@@ -403,12 +401,14 @@ def _without_source(tf, graph_def):
     return slim
 
 
-def _build_and_save(tf, rewritten, chosen, values, feed_inputs, defaults, fetches, signature, tmp, *,
-                    loops=(), trains=None) -> list[Variable]:
+def build_and_save(tf, checked: Checked, rewrite_: Rewrite, tmp: str) -> list[Variable]:
     """Write the TF1 SavedModel (and, for graphs with lowered loops, the native TF2 one); returns the variables.
 
     Without loops one SavedModel serves TF1 and TF2. With loops, `saved_model/` is native TF2 (its gradient is
     the TF1 gradient graph) and `saved_model_tf1/` holds the TF1 graph with the loops' contexts rebuilt."""
+    rewritten, values, signature = rewrite_.rewritten, rewrite_.values, rewrite_.signature
+    chosen, feed_inputs, defaults = checked.chosen, checked.feed_inputs, checked.defaults
+    fetches, trains, loops = checked.fetches, checked.trains, checked.inspection.loops
     graph = tf.Graph()
     records, var_list, read_of = [], {}, {}
     graph_def = rewritten.graph_def
@@ -487,6 +487,6 @@ def _build_and_save(tf, rewritten, chosen, values, feed_inputs, defaults, fetche
 
         T2.save_native_for(
             tf, graph_def, records, final_values, [i.to_dict() for i in feed_inputs], signature, defaults,
-            [t for t in fetches if (trains or {}).get(t, True)], os.path.join(tmp, SAVED_MODEL),
+            [t for t in fetches if trains[t]], os.path.join(tmp, SAVED_MODEL),
         )
     return [Variable.from_json(r) for r in records]
