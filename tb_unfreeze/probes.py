@@ -14,9 +14,9 @@ probes, fetching every output it is given. What it cannot read from the declared
   valid file (16-bit mono WAV of the `desired_samples` length, a small random JPEG/PNG/BMP image, raw bytes of
   the length a downstream Reshape asks for).
 
-Each attempt runs the frozen graph (imported under a prefix, in a TF1 Session with default options, as
-`verify.run_frozen` does), with a per-run timeout. When nothing works, `ProbeError` names the input and asks
-for `--probe FILE.npz`.
+Each attempt runs the frozen graph (imported under a prefix, in a TF1 Session without Grappler unless it is
+needed, as `verify.run_frozen` does: `verify.FrozenRunner`), with a per-run timeout. When nothing works,
+`ProbeError` names the input and asks for `--probe FILE.npz`.
 
 The outputs of the run that confirmed the probes are kept, so that `run_frozen` here, called right after with
 the same probes, returns them instead of running the frozen graph once more.
@@ -38,13 +38,13 @@ import numpy as np
 
 from tb_unfreeze.analysis import GraphInput
 from tb_unfreeze.errors import UserError
-from tb_unfreeze.verify import ProbeError
+from tb_unfreeze.verify import FrozenRunner, ProbeError
 from tb_unfreeze.verify import run_frozen as _run_frozen_uncached
 
 _LOG = logging.getLogger(__name__)
 
 UNKNOWN_DIM = 2  # the first size tried for unknown dimensions (today's behaviour)
-FIRST_RUN_TIMEOUT_S = 900.0  # the first run also pays for Grappler on the whole graph (VGG16: ~35 s)
+FIRST_RUN_TIMEOUT_S = 900.0  # the first run also pays for setting up the whole graph (VGG16: ~10 s)
 RUN_TIMEOUT_S = 60.0  # each later attempt, at least (a scalar like MTCNN's `factor` >= 1 can loop forever)
 TOTAL_BUDGET_S = 120.0  # all later attempts together, at least
 MAX_ATTEMPTS = 160
@@ -629,25 +629,7 @@ def _value(tf, plan: _Plan, shape: list, variant: int, batch: int, size: int, rn
 # ------------------------------------------------------------------------------------------------ runner ---
 
 
-class _Runner:
-    """The frozen graph imported once under a prefix, run in one Session for every attempt."""
-
-    def __init__(self, tf, graph_def, feed_names: list[str], fetches: list[str]):
-        self.tf = tf
-        self.graph = tf.Graph()
-        with self.graph.as_default():
-            elements = tf.import_graph_def(graph_def, return_elements=[f"{n}:0" for n in feed_names] + fetches,
-                                           name="frozen")
-        self.feeds = dict(zip(feed_names, elements[: len(feed_names)]))
-        self.fetches = elements[len(feed_names):]
-        self.sess = tf.compat.v1.Session(graph=self.graph)
-
-    def run(self, values: dict, timeout_s: float):
-        options = self.tf.compat.v1.RunOptions(timeout_in_ms=max(1000, int(timeout_s * 1000)))
-        return self.sess.run(self.fetches, {self.feeds[k]: v for k, v in values.items()}, options=options)
-
-    def close(self):
-        self.sess.close()
+_Runner = FrozenRunner  # lean Session, Grappler's defaults only when they give a clean run
 
 
 _NOISE = re.compile(r"^(Graph execution error|Detected at node|Node:|Original stack trace|File |\[\[|\s*$)")

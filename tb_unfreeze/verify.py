@@ -43,20 +43,148 @@ def compare(reference: dict[str, np.ndarray], actual: dict[str, np.ndarray]) -> 
     return result
 
 
+def lean_session_config(tf):
+    """Session options for running an untouched frozen graph once: Grappler's meta-optimizer off. On a graph whose
+    weights are all constants, Grappler copies and hashes every weight in each of its passes (VGG16, 528 MB:
+    83 s and 7.2 GB peak for the first run with the defaults, 10 s and 3.8 GB without; constant folding off alone
+    still took 66 s), for a graph that is then run once or twice. The converted model cannot fold its weights
+    (they are variables), so the unoptimised frozen graph is, if anything, closer to what it computes."""
+    config = tf.compat.v1.ConfigProto()
+    config.graph_options.rewrite_options.disable_meta_optimizer = True
+    return config
+
+
+def non_finite(values) -> bool:
+    """Any float output with NaN/Inf (or an empty output: nothing to compare)."""
+    for value in values:
+        value = np.asarray(value)
+        if value.size == 0 or np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            return True
+    return False
+
+
+class FrozenRunner:
+    """The frozen graph imported once under a prefix and run in a TF1 Session, lean (no Grappler) first.
+
+    Grappler may compute some graphs differently (issue 12: OpenCV's face detector once gave NaN with Grappler
+    off; on TensorFlow 2.21 its NaN comes from a `Dequantize` of a [0, FLT_MIN] range and is the same either way).
+    So when a lean run gives NaN/Inf, the same values are run once with the default options: if that run is clean,
+    the runner keeps the defaults, otherwise it does not ask them again. A lean run that fails is retried with the
+    defaults once per runner (most failures are the probe's, which the defaults would repeat)."""
+
+    def __init__(self, tf, graph_def, feed_names: list[str], fetches: list[str]):
+        self.tf = tf
+        self.graph = tf.Graph()
+        light, weights = lift_weights(tf, graph_def)
+        with self.graph.as_default():
+            elements = tf.import_graph_def(
+                light, return_elements=[f"{n}:0" for n in feed_names] + fetches + [f"{n}:0" for n in weights],
+                name="frozen")
+        del light
+        self.feeds = dict(zip(feed_names, elements[: len(feed_names)]))
+        self.fetches = elements[len(feed_names): len(feed_names) + len(fetches)]
+        self.weights = dict(zip(elements[len(feed_names) + len(fetches):], weights.values()))
+        self.sess = tf.compat.v1.Session(graph=self.graph, config=lean_session_config(tf))
+        self.grappler: bool | None = None  # None: undecided; True: the defaults are in use; False: they did not help
+        self._error_retried = False
+
+    def run(self, values: dict, timeout_s: float | None = None):
+        tf = self.tf
+        options = tf.compat.v1.RunOptions(timeout_in_ms=max(1000, int(timeout_s * 1000))) if timeout_s else None
+        feed = {**self.weights, **{self.feeds[k]: v for k, v in values.items()}}
+        try:
+            outputs = self.sess.run(self.fetches, feed, options=options)
+        except tf.errors.OpError:
+            if self.grappler is not None or self._error_retried:
+                raise
+            self._error_retried = True
+            retried = self._with_defaults(feed, options)
+            if retried is None:
+                raise
+            return retried
+        if self.grappler is None and non_finite(outputs):
+            retried = self._with_defaults(feed, options)
+            if retried is not None:
+                return retried
+            self.grappler = False
+        return outputs
+
+    def _with_defaults(self, feed, options):
+        """The same run with Grappler's defaults: when its outputs are clean, they are returned and its Session
+        becomes the runner's; else None."""
+        session = self.tf.compat.v1.Session(graph=self.graph)
+        try:
+            outputs = session.run(self.fetches, feed, options=options)
+        except (self.tf.errors.OpError, ValueError, TypeError):
+            outputs = None
+        if outputs is None or non_finite(outputs):
+            session.close()
+            return None
+        self.sess.close()
+        self.sess, self.grappler = session, True
+        return outputs
+
+    def close(self):
+        self.sess.close()
+        self.weights = {}
+
+
+# Float constants at least this large are fed to the reference run instead of being graph nodes.
+LIFT_BYTES = 1 << 20
+_LIFT_DTYPES = {1: np.float32, 2: np.float64, 19: np.float16}  # DT_FLOAT, DT_DOUBLE, DT_HALF
+
+
+def lift_weights(tf, graph_def):
+    """A copy of `graph_def` whose large float constants (the weights, >= LIFT_BYTES, no control inputs) are
+    placeholders of the same name, dtype and shape, and their values (64-byte aligned: TensorFlow feeds an
+    aligned array without copying it).
+
+    A Session copies its graph several times while setting up (the graph, the optimised and the partitioned
+    graphs, then the constant kernels): with the weights inside, VGG16's 528 MB gave 3.3 GB above `import
+    tensorflow` for one run. Fed, the weights exist once more, as these arrays. Constants with control inputs
+    (those placed inside a while loop's frame) stay constants."""
+    light = tf.compat.v1.GraphDef()
+    light.versions.CopyFrom(graph_def.versions)
+    light.library.CopyFrom(graph_def.library)
+    weights = {}
+    for node in graph_def.node:
+        tensor = node.attr["value"].tensor if node.op == "Const" else None
+        dtype = _LIFT_DTYPES.get(tensor.dtype) if tensor is not None and not node.input else None
+        content = tensor.tensor_content if dtype is not None else b""
+        if len(content) < LIFT_BYTES:
+            light.node.add().CopyFrom(node)
+            continue
+        shape = [d.size for d in tensor.tensor_shape.dim]
+        if len(content) != int(np.prod(shape)) * np.dtype(dtype).itemsize:
+            light.node.add().CopyFrom(node)
+            continue
+        weights[node.name] = _aligned_copy(content, dtype, shape)
+        del content
+        placeholder = light.node.add()
+        placeholder.name, placeholder.op, placeholder.device = node.name, "Placeholder", node.device
+        placeholder.attr["dtype"].type = tensor.dtype
+        placeholder.attr["shape"].shape.CopyFrom(tensor.tensor_shape)
+    return light, weights
+
+
+def _aligned_copy(content: bytes, dtype, shape: list[int]) -> np.ndarray:
+    raw = np.empty(len(content) + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    out = raw[start: start + len(content)]
+    out[:] = np.frombuffer(content, np.uint8)
+    return out.view(dtype).reshape(shape)
+
+
 def run_frozen(graph_def, feeds: dict[str, np.ndarray], fetches: list[str], defaults: dict) -> dict:
-    """Outputs of the untouched frozen graph (TF1 Session, imported under a prefix)."""
+    """Outputs of the untouched frozen graph (TF1 Session, imported under a prefix; see `FrozenRunner`)."""
     import tensorflow as tf  # noqa: PLC0415
 
-    graph = tf.Graph()
-    with graph.as_default():
-        names = [f"{n}:0" for n in feeds] + [f"{n}:0" for n in defaults] + fetches
-        tensors = tf.import_graph_def(graph_def, return_elements=names, name="frozen")
-    feed_dict = {t: v for t, v in zip(tensors, list(feeds.values()) + list(defaults.values()))}
-    # Default session options on purpose: with Grappler off, some frozen graphs compute something else (OpenCV's
-    # face detector gave NaN), and the converted model runs with Grappler on. Grappler costs time on graphs with
-    # huge weights (VGG16: ~35 s), only when verifying.
-    with tf.compat.v1.Session(graph=graph) as sess:
-        values = sess.run(tensors[len(feed_dict):], feed_dict)
+    names = list(feeds) + list(defaults)
+    runner = FrozenRunner(tf, graph_def, names, fetches)
+    try:
+        values = runner.run(dict(zip(names, list(feeds.values()) + list(defaults.values()))))
+    finally:
+        runner.close()
     return dict(zip(fetches, values))
 
 
@@ -114,47 +242,96 @@ def run_saved_model_tf2(saved_model: str, signature: dict, feeds: dict[str, np.n
     except (LookupError, ValueError, TypeError, AttributeError) as e:
         report["error"] = _first_line(e)
         grads = [None] * len(trainable)
+    del tape
+    grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
     report["missing"] = sorted(v.name.rsplit(":", 1)[0] for v, g in zip(trainable, grads) if g is None)
-    values = [np.asarray(g.numpy() if not isinstance(g, tf.IndexedSlices) else tf.convert_to_tensor(g).numpy())
-              for g in grads if g is not None]
-    report["finite"] = all(bool(np.all(np.isfinite(g))) for g in values)
+    report["finite"] = all(bool(tf.reduce_all(tf.math.is_finite(g))) for g in grads
+                           if g is not None and g.dtype.is_floating)
     if finite_difference and loss is not None and any(g is not None for g in grads):
-        report["finite_difference"] = _finite_difference(tf, fn, kwargs, loss_now, trainable, grads)
+        # The loss's own rounding, from the outputs already computed at the unmoved variables.
+        scale = float(loss_now(result, absolute=True).numpy())
+        del result
+        report["finite_difference"] = _finite_difference(tf, fn, kwargs, loss_now, trainable, grads, scale)
     return report
 
 
-def _finite_difference(tf, fn, kwargs, loss_now, variables, grads) -> dict:
+# Step sizes of the finite difference. The check passes when any resolvable one agrees with the gradient, and
+# fails or is inconclusive from all of them, so the order only decides how soon a pass is found: see _fd_order.
+FD_STEPS = (1e-3, 3e-4, 1e-4, 3e-5, 3e-3, 1e-5, 1e-2)
+# A step is tried first when its expected change is at least this many times the loss's rounding (round-off then
+# costs at most ~1% of the estimate): the smallest such step has the least curvature and kink error.
+FD_FIRST_MARGIN = 1000
+
+
+def _fd_order(steps: list[float], margin) -> list[float]:
+    """The resolvable steps in the order tried: the smallest with a round-off margin of FD_FIRST_MARGIN, then the
+    larger ones upwards, then the smaller ones downwards (each next guess is the nearest untried step)."""
+    steps = sorted(steps)
+    first = next((i for i, eps in enumerate(steps) if margin(eps) >= FD_FIRST_MARGIN), len(steps) - 1)
+    return steps[first:] + steps[:first][::-1]
+
+
+def _finite_difference(tf, fn, kwargs, loss_now, variables, grads: list, loss_scale: float) -> dict:
     """Central differences of the loss along the gradient's own direction, against the gradient's dot product
     with that direction. Each variable moves along its gradient, scaled to the variable's own norm, so every layer
     moves by about the same relative amount and no term cancels another (a random direction's derivative is a sum
     of cancelling terms, which kinks and float32 round-off then swamp). A gradient that is wrong in size or
     direction for a layer changes that layer's share of the result. Several step sizes are tried (float32
-    round-off against curvature) and the best agreement is kept. Variables are restored afterwards."""
+    round-off against curvature) and the best agreement is kept. Variables are restored afterwards.
+
+    `loss_scale` is the loss of absolute values at the unmoved variables: the loss can only be resolved to about
+    8 float32 roundings of it. A step whose expected change is below ten times that is not resolvable and is not
+    evaluated (its estimate could not count either way); when no step is, the largest is evaluated alone, so that
+    the report still shows an estimate. The loss is evaluated under a tape, which runs the forward function the
+    gradient already built (a plain call would build and optimise an inference function first).
+
+    Memory: the unmoved values are kept once (they share the variables' buffers until the first move), the
+    direction is kept in bfloat16 (half of a float32 copy; the check is of the derivative along the direction
+    actually taken, so `analytic` is the gradient's dot product with that same rounded direction), and `grads` is
+    emptied once the direction is made, so the gradients are not held meanwhile. Moving all variables is one
+    compiled call (no float32 temporaries of the largest variable outside the graph's own buffer reuse)."""
     pairs = [(v, g) for v, g in zip(variables, grads) if g is not None and v.dtype.is_floating]
-    originals = [v.numpy() for v, _ in pairs]
-    gradients = [np.asarray(tf.convert_to_tensor(g).numpy(), np.float64) for _, g in pairs]
+    grads.clear()  # the caller's list: its gradients live on in `pairs` only until the directions are made
+    originals = [tf.identity(v.read_value()) for v, _ in pairs]
     # A variable that is exactly zero (a fresh bias or beta) is not moved: shifting it shifts every unit it feeds
     # off exact zeros, the kinks of ReLU, where the gradient takes one side and a central difference the average.
-    directions = []
-    for value, g in zip(originals, gradients):
-        norm_w = float(np.linalg.norm(value.astype(np.float64)))
-        norm_g = float(np.linalg.norm(g))
-        directions.append(g * (norm_w / norm_g) if norm_g > 0 and norm_w > 0 else np.zeros_like(g))
-    analytic = float(sum(np.sum(g * d) for g, d in zip(gradients, directions)))
-    # float32 outputs carry a relative rounding of 2^-24 each: the loss can only be resolved to about this much
-    noise = 8 * 2.0 ** -24 * float(loss_now(fn(**kwargs), absolute=True).numpy())
+    moved, analytic, zero = [], 0.0, 0
+    for i, (x, (v, g)) in enumerate(zip(originals, pairs)):
+        norm_w, norm_g = float(tf.norm(x)), float(tf.norm(g))
+        pairs[i] = (v, None)
+        if norm_g > 0 and norm_w > 0:
+            d = tf.cast(g * tf.cast(norm_w / norm_g, g.dtype), tf.bfloat16)
+            analytic += float(tf.reduce_sum(g * tf.cast(d, g.dtype)))
+            moved.append((v, x, d))
+        else:
+            zero += 1
+        del g
+    noise = 8 * 2.0 ** -24 * loss_scale
+
+    @tf.function(autograph=False)
+    def move(step):
+        for v, x, d in moved:
+            v.assign(x + tf.cast(step, x.dtype) * tf.cast(d, x.dtype))
+
+    def shifted_loss(step):
+        move(tf.constant(step, tf.float64))
+        with tf.GradientTape():
+            return float(loss_now(fn(**kwargs)))
+
+    def margin(eps):
+        return abs(analytic) * eps / noise if noise > 0 else float("inf")
+
+    def resolvable(eps):
+        return abs(analytic) * eps > 10 * noise
+
+    steps = _fd_order([eps for eps in FD_STEPS if resolvable(eps)], margin) or [max(FD_STEPS)]
     tried = []
     try:
-        for eps in (1e-3, 3e-4, 1e-4, 3e-5, 3e-3, 1e-5, 1e-2):
-            sides = []
-            for sign in (1.0, -1.0):
-                for (v, _), x, d in zip(pairs, originals, directions):
-                    v.assign((x + sign * eps * d).astype(x.dtype))
-                sides.append(float(loss_now(fn(**kwargs)).numpy()))
+        for eps in steps:
+            sides = [shifted_loss(sign * eps) for sign in (1.0, -1.0)]
             numeric = (sides[0] - sides[1]) / (2 * eps)
             error = abs(numeric - analytic) / max(abs(numeric), abs(analytic), 1e-12)
-            tried.append({"step": eps, "numeric": numeric, "relative_error": error,
-                          "resolvable": abs(analytic) * eps > 10 * noise})
+            tried.append({"step": eps, "numeric": numeric, "relative_error": error, "resolvable": resolvable(eps)})
             if error <= FD_RTOL and tried[-1]["resolvable"]:
                 break
         else:
@@ -162,25 +339,25 @@ def _finite_difference(tf, fn, kwargs, loss_now, variables, grads) -> dict:
     finally:
         for (v, _), x in zip(pairs, originals):
             v.assign(x)
-    resolvable = [t for t in tried if t["resolvable"]]
-    best = min(resolvable or tried, key=lambda t: t["relative_error"])
+    resolvable_tried = [t for t in tried if t["resolvable"]]
+    best = min(resolvable_tried or tried, key=lambda t: t["relative_error"])
     report = {"direction": "gradient, per variable scaled to its norm", "analytic": analytic,
               "numeric": best["numeric"], "step": best["step"],
               "relative_error": best["relative_error"], "tolerance": FD_RTOL,
               "passed": best["relative_error"] <= FD_RTOL, "variables": len(pairs),
-              "zero_variables_not_moved": sum(1 for d in directions if not d.any()), "tries": len(tried),
-              "estimates": [[t["step"], t["numeric"]] for t in tried]}
-    if not report["passed"] and resolvable:
+              "zero_variables_not_moved": zero,
+              "tries": len(tried), "estimates": [[t["step"], t["numeric"]] for t in tried]}
+    if not report["passed"] and resolvable_tried:
         # A wrong gradient gives finite differences that agree with one another (a plateau over neighbouring
         # steps) and not with it; kinks (ReLU) and round-off give estimates that wander with the step. Only a
         # plateau away from the gradient fails; wandering estimates make the check inconclusive.
-        steady = [a for a, b in zip(resolvable, resolvable[1:])
+        steady = [a for a, b in zip(resolvable_tried, resolvable_tried[1:])
                   if abs(a["numeric"] - b["numeric"]) <= FD_RTOL * max(abs(a["numeric"]), abs(b["numeric"]), 1e-12)]
         if not steady:
             report.update(passed=None, note="inconclusive: the finite differences change with the step size "
                           "(kinks such as ReLU, or round-off, near the probe inputs) and agree neither with one "
                           "another nor with the gradient")
-    if not resolvable:
+    if not resolvable_tried:
         # Nothing moves: the outputs are saturated on the probe (e.g. a softmax at exactly 0/1). Agreement would
         # prove nothing, so it is not counted as a pass.
         report.update(passed=None, note="vacuous: the loss hardly changes along the direction (outputs saturated on "
@@ -232,14 +409,16 @@ def run_saved_model_tf1(saved_model: str, signature: dict, feeds: dict[str, np.n
                     report["error"] = _first_line(e)
                     grads = [None] * len(trainable)
             report["missing"] = sorted(v.op.name for v, g in zip(trainable, grads) if g is None)
-        present = [g for g in grads if g is not None]
+        # Finiteness is computed in the graph: one boolean per gradient is fetched, not every gradient's values.
+        present = [tf.reduce_all(tf.math.is_finite(g.values if isinstance(g, tf.IndexedSlices) else g))
+                   for g in grads if g is not None]
     with tf.compat.v1.Session(graph=graph) as sess:
         loader.restore_variables(sess, saver)
         loader.run_init_ops(sess, ["serve"])
         values = sess.run([fetches, present], feed_tensors)
     report["outputs"] = {tensor: v for (tensor, _), v in zip(out_keys, values[0])}
     if present:
-        report["finite"] = all(bool(np.all(np.isfinite(x))) for x in values[1])
+        report["finite"] = all(bool(x) for x in values[1])
     return report
 
 

@@ -1,0 +1,154 @@
+"""Verification at the cost of its work (issue 12): the frozen reference run without Grappler and with its large
+weights fed, falling back on Grappler's defaults only when they give a clean run; the finite-difference check
+evaluating only the steps it can resolve, restoring the variables exactly, and still failing a wrong gradient."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from tb_unfreeze import convert  # noqa: E402
+from tb_unfreeze import verify as V  # noqa: E402
+
+BIG = 800  # an 800 x 800 float32 weight: 2.4 MB, above verify.LIFT_BYTES
+
+
+def _frozen_mlp(path: str, big: int = BIG) -> None:
+    """x[?, 8] -> Dense(big, tanh) -> Dense(big, tanh) -> Dense(3): TF1 ref variables, frozen."""
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    rng = np.random.default_rng(0)
+    with graph.as_default():
+        x = v1.placeholder(tf.float32, [None, 8], name="x")
+        h = x
+        for i, (n_in, n_out) in enumerate([(8, big), (big, big), (big, 3)]):
+            w = v1.Variable((rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(np.float32), name=f"w{i}")
+            b = v1.Variable((rng.standard_normal(n_out) * 0.1).astype(np.float32), name=f"b{i}")
+            h = tf.matmul(h, w) + b
+            h = tf.tanh(h) if i < 2 else tf.identity(h, name="y")
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer())
+            frozen = v1.graph_util.convert_variables_to_constants(sess, graph.as_graph_def(), ["y"])
+    with open(path, "wb") as f:
+        f.write(frozen.SerializeToString())
+
+
+@pytest.fixture(scope="module")
+def mlp(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mlp")
+    path = str(d / "mlp.pb")
+    _frozen_mlp(path)
+    out = d / "out"
+    convert(path, out)
+    with open(out / "unfreeze.json") as f:
+        manifest = json.load(f)
+    graph_def = tf.compat.v1.GraphDef()
+    with open(path, "rb") as f:
+        graph_def.ParseFromString(f.read())
+    return {"path": path, "graph_def": graph_def, "saved_model": str(out / "saved_model"),
+            "signature": manifest["signature"], "verification": manifest["verification"]}
+
+
+def _default_session_outputs(graph_def, feeds: dict, fetches: list[str]) -> list:
+    graph = tf.Graph()
+    with graph.as_default():
+        tensors = tf.import_graph_def(graph_def, return_elements=[f"{n}:0" for n in feeds] + fetches, name="ref")
+    with tf.compat.v1.Session(graph=graph) as sess:
+        return sess.run(tensors[len(feeds):], dict(zip(tensors, feeds.values())))
+
+
+def test_reference_run_feeds_the_large_weights_and_computes_what_grappler_does(mlp):
+    light, weights = V.lift_weights(tf, mlp["graph_def"])
+    assert set(weights) == {"w1"}, "only the float constant above LIFT_BYTES is fed"
+    assert {n.name: n.op for n in light.node}["w1"] == "Placeholder"
+    assert weights["w1"].ctypes.data % 64 == 0, "aligned, so that the feed needs no copy"
+    x = np.random.default_rng(1).standard_normal((4, 8)).astype(np.float32)
+    got = V.run_frozen(mlp["graph_def"], {"x": x}, ["y:0"], {})["y:0"]
+    (expected,) = _default_session_outputs(mlp["graph_def"], {"x": x}, ["y:0"])
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    assert mlp["verification"]["status"] == "verified", mlp["verification"]
+
+
+def test_frozen_runner_takes_grapplers_defaults_only_when_they_give_a_clean_run(mlp, monkeypatch):
+    x = np.random.default_rng(1).standard_normal((4, 8)).astype(np.float32)
+    runner = V.FrozenRunner(tf, mlp["graph_def"], ["x"], ["y:0"])
+    lean = runner.sess
+    try:
+        # The lean Session computes NaN (as a graph that needs a Grappler rewrite would): the defaults are asked,
+        # their clean result is returned and kept.
+        monkeypatch.setattr(lean, "run", lambda fetches, *a, **k: [np.full((4, 3), np.nan, np.float32)])
+        (out,) = runner.run({"x": x})
+        assert np.isfinite(out).all() and runner.grappler is True and runner.sess is not lean
+        np.testing.assert_allclose(out, _default_session_outputs(mlp["graph_def"], {"x": x}, ["y:0"])[0],
+                                   rtol=1e-6, atol=1e-6)
+    finally:
+        runner.close()
+    # When the defaults are no better, the lean Session stays and they are not asked again.
+    runner = V.FrozenRunner(tf, mlp["graph_def"], ["x"], ["y:0"])
+    lean = runner.sess
+    try:
+        monkeypatch.setattr(lean, "run", lambda fetches, *a, **k: [np.full((4, 3), np.nan, np.float32)])
+        monkeypatch.setattr(V, "non_finite", lambda values: True)
+        runner.run({"x": x})
+        assert runner.grappler is False and runner.sess is lean
+        asked = []
+        monkeypatch.setattr(runner, "_with_defaults", lambda *a: asked.append(a))
+        runner.run({"x": x})
+        assert not asked
+    finally:
+        runner.close()
+
+
+def _tf2_parts(mlp, probe: np.ndarray, scale: float = 1.0):
+    loaded = tf.saved_model.load(mlp["saved_model"])
+    fn = loaded.signatures["serving_default"]
+    kwargs = {mlp["signature"]["inputs"]["x"]: tf.constant(probe)}
+    trainable = [v for v in loaded.variables if v.trainable]
+
+    def loss_now(result, absolute=False):
+        return V.loss_of(tf, [result[k] for k in sorted(result)], absolute=absolute)
+
+    with tf.GradientTape() as tape:
+        result = fn(**kwargs)
+        loss = loss_now(result)
+    grads = [g * scale for g in tape.gradient(loss, trainable)]
+    return loaded, fn, kwargs, trainable, grads, loss_now, float(loss_now(result, absolute=True))
+
+
+def test_finite_difference_passes_a_right_gradient_and_restores_the_variables(mlp):
+    probe = np.random.default_rng(2).standard_normal((4, 8)).astype(np.float32)
+    loaded, fn, kwargs, trainable, grads, loss_now, scale = _tf2_parts(mlp, probe)
+    before = [v.numpy().copy() for v in trainable]
+    fd = V._finite_difference(tf, fn, kwargs, loss_now, trainable, grads, scale)
+    assert fd["passed"] is True, fd
+    assert fd["tries"] <= len(V.FD_STEPS) and fd["variables"] == len(trainable)
+    assert all(np.array_equal(b, v.numpy()) for b, v in zip(before, trainable)), "variables restored bit for bit"
+
+
+def test_finite_difference_fails_a_gradient_one_and_a_half_times_too_large(mlp):
+    probe = np.random.default_rng(2).standard_normal((4, 8)).astype(np.float32)
+    loaded, fn, kwargs, trainable, grads, loss_now, scale = _tf2_parts(mlp, probe, scale=1.5)
+    fd = V._finite_difference(tf, fn, kwargs, loss_now, trainable, grads, scale)
+    assert fd["passed"] is False, fd
+    assert 1.3 < fd["analytic"] / fd["numeric"] < 1.7, fd
+
+
+def test_finite_difference_evaluates_one_step_when_none_is_resolvable(mlp):
+    probe = np.random.default_rng(2).standard_normal((4, 8)).astype(np.float32)
+    loaded, fn, kwargs, trainable, grads, loss_now, scale = _tf2_parts(mlp, probe)
+    # a loss scale so large that no step's change could be told from round-off
+    fd = V._finite_difference(tf, fn, kwargs, loss_now, trainable, grads, scale * 1e12)
+    assert fd["passed"] is None and fd["note"].startswith("vacuous"), fd
+    assert fd["tries"] == 1 and fd["step"] == max(V.FD_STEPS)
+
+
+def test_finite_difference_order_starts_at_the_smallest_step_clear_of_round_off_and_tries_each_once():
+    steps = list(V.FD_STEPS)
+    order = V._fd_order(steps, lambda eps: eps * 1e7)  # margin 1000 reached at 1e-4
+    assert order[0] == 1e-4 and sorted(order) == sorted(steps)
+    assert order == [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-5, 1e-5]
+    assert V._fd_order([3e-3, 1e-2], lambda eps: 20 * eps) == [1e-2, 3e-3], "no step clear: the largest first"
