@@ -223,11 +223,10 @@ def test_unfreeze_tab_converts_and_shows_both_graphs(tensorboard, browser):
     expect(frame.locator('.gv-pane[data-side="unfrozen"] .gv-pane-stats')).to_contain_text(f"{chosen} variables")
     assert not frame.locator('.gv-svg[data-side="unfrozen"] .node[data-id$="/Read/ReadVariableOp"]').count()
 
-    # Readable as it opens: the labels of converted nodes render at 9 px or more on both sides.
-    sizes = frame.locator(".gv-svg .node.converted text.label").evaluate_all(
-        "els => els.map(t => parseFloat(getComputedStyle(t).fontSize)"
-        " * new DOMMatrix(getComputedStyle(t.ownerSVGElement).transform).a)")
-    assert sizes and min(sizes) >= 9, sizes
+    # Readable as it opens: the labels of converted nodes in view render at 9 px or more on both sides.
+    for side in ("frozen", "unfrozen"):
+        sizes = _label_px(frame, side)
+        assert sizes and min(sizes) >= READABLE_PX, (side, sizes)
 
     # Selecting a node selects it in both panes and shows its details, with the weight's numbers and histogram.
     frame.locator(f'.gv-svg[data-side="frozen"] .node[data-id="{shared[0]}"]').click()
@@ -323,11 +322,33 @@ def _post_json(url: str, body: dict) -> dict:
         return json.loads(r.read())
 
 
+# Labels in view: those whose box lies (at least partly) inside their pane. The view draws boxes only in and near
+# the view (and none, on a canvas, when zoomed out too far to read), so an empty list means nothing readable is shown.
+_IN_VIEW_JS = """(el) => {
+    const pane = el.closest('.gv-pane-body').getBoundingClientRect();
+    const r = el.getBoundingClientRect();
+    return r.right > pane.left && r.left < pane.right && r.bottom > pane.top && r.top < pane.bottom;
+}"""
+
+
 def _label_px(frame, side: str, selector: str = ".node.converted text.label") -> list[float]:
-    """Rendered size (px) of the labels matching `selector` on one side: font size times the pane's zoom."""
+    """Rendered size (px) of the labels in view matching `selector` on one side: font size times the zoom on screen
+    (a label not displayed counts as 0 px)."""
     return frame.locator(f'.gv-svg[data-side="{side}"] {selector}').evaluate_all(
-        "els => els.map(t => parseFloat(getComputedStyle(t).fontSize)"
-        " * new DOMMatrix(getComputedStyle(t.ownerSVGElement).transform).a)")
+        f"els => els.filter({_IN_VIEW_JS}).map(t => getComputedStyle(t).display === 'none' ? 0"
+        " : parseFloat(getComputedStyle(t).fontSize) * t.getScreenCTM().a)")
+
+
+def _in_view(frame, side: str, selector: str) -> str:
+    """data-id of the first box matching `selector` on one side that lies wholly inside its pane (so a click lands)."""
+    ids = frame.locator(f'.gv-svg[data-side="{side}"] {selector}').evaluate_all(
+        """els => els.filter((el) => {
+            const pane = el.closest('.gv-pane-body').getBoundingClientRect();
+            const r = el.getBoundingClientRect();
+            return r.left >= pane.left && r.right <= pane.right && r.top >= pane.top && r.bottom <= pane.bottom;
+        }).map((el) => el.getAttribute('data-id'))""")
+    assert ids, f"no {selector} in view on the {side} side"
+    return ids[0]
 
 
 def test_real_models_side_by_side_counts_weights_and_an_unverified_result(tensorboard_real, browser, tmp_path):
@@ -377,7 +398,8 @@ def test_real_models_side_by_side_counts_weights_and_an_unverified_result(tensor
     page.screenshot(path=os.path.join(ARTIFACTS, "unfreeze_mnv2_1280.png"))
 
     # A converted node's panel shows its weight: numbers and a histogram.
-    frame.locator('.gv-svg[data-side="unfrozen"] .node.converted').first.click()
+    nid = _in_view(frame, "unfrozen", ".node.converted")
+    frame.locator(f'.gv-svg[data-side="unfrozen"] .node[data-id="{nid}"]').click()
     expect(frame.locator(".gv-details .gv-hist rect.bar").first).to_be_attached(timeout=15_000)
     expect(frame.locator(".gv-details .gv-w")).to_contain_text("min / max")
 
@@ -418,4 +440,19 @@ def test_real_models_side_by_side_counts_weights_and_an_unverified_result(tensor
     frame.locator('[data-section="compare"]').evaluate("e => e.scrollIntoView({block: 'start'})")
     page.wait_for_timeout(400)
     page.screenshot(path=os.path.join(ARTIFACTS, "unfreeze_big_graph_1920.png"))
+
+    # Zoomed out too far to read, boxes are painted (on the pane's canvas), not built as labelled SVG; zoomed back
+    # in, the labelled boxes come back, readable.
+    for _ in range(4):
+        frame.get_by_role("button", name="−", exact=True).click()
+    expect(frame.locator('.gv-svg[data-side="frozen"] .node')).to_have_count(0)
+    inked = frame.locator('.gv-canvas[data-side="frozen"]').evaluate(
+        "c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;"
+        " for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }")
+    assert inked > 1000, inked
+    for _ in range(4):
+        frame.get_by_role("button", name="+", exact=True).click()
+    expect(frame.locator('.gv-svg[data-side="frozen"] .node').first).to_be_attached()
+    sizes = _label_px(frame, "frozen", ".node text.label")
+    assert sizes and min(sizes) >= READABLE_PX, sizes[:5]
     assert not errors, errors

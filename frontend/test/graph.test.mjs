@@ -116,3 +116,37 @@ test("a variable named unlike its constant is the same node as that constant", (
   assert.deepEqual(g.edges.unfrozen.find(([, b]) => b === "y"), ["x", "y"]);
   assert.ok(g.edges.unfrozen.some(([a, b]) => a === "Const" && b === "y"));
 });
+
+test("repeated blocks are laid out once: the same shape, shifted, and one cache entry per distinct scope", () => {
+  // Ten residual layers with the same member names in their own scopes, and one that differs.
+  const nodes = [{ name: "x", op: "Placeholder", inputs: [] }];
+  let prev = "x";
+  for (let i = 0; i < 11; i++) {
+    const p = `net/layer${i}`;
+    nodes.push({ name: `${p}/kernel`, op: "Const", inputs: [] });
+    nodes.push({ name: `${p}/MatMul`, op: "MatMul", inputs: [prev, `${p}/kernel`] });
+    nodes.push({ name: `${p}/Relu`, op: "Relu", inputs: [`${p}/MatMul`] });
+    if (i === 10) nodes.push({ name: `${p}/extra`, op: "Identity", inputs: [`${p}/Relu`] });
+    nodes.push({ name: `${p}/add`, op: "AddV2", inputs: [prev, `${p}/Relu`] });
+    prev = `${p}/add`;
+  }
+  const g = new UnionGraph({ nodes, converted: [] }, null);
+  const v = g.view(new Set(g.scopes.keys()));
+  const cache = new Map();
+  const L = layoutView(v, cache);
+  // layer0..9 share one entry, layer10 has its own, plus "net" and the root.
+  assert.equal(cache.size, 4);
+  const rel = (i, n) => {
+    const c = L.clusters.get(`net/layer${i}`);
+    const b = L.boxes.get(`node:net/layer${i}/${n}`);
+    return [b.x - c.x, b.y - c.y, b.w, b.h];
+  };
+  for (const n of ["kernel", "MatMul", "Relu", "add"]) assert.deepEqual(rel(7, n), rel(0, n), n);
+  // Every box is still placed, edges routed, nothing overlapping within a layer.
+  for (const id of v.units.keys()) assert.ok(L.boxes.get(id), id);
+  for (const key of v.sideEdges.frozen) assert.ok(L.edges.get(key)?.length >= 2, key);
+  // A second layout of the same view is all cache hits and places everything identically.
+  const again = layoutView(v, cache);
+  assert.equal(cache.size, 4);
+  for (const id of v.units.keys()) assert.deepEqual(again.boxes.get(id), L.boxes.get(id), id);
+});

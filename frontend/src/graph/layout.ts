@@ -85,22 +85,26 @@ export function layoutView(view: View, cache: LayoutCache = new Map()): Layout {
     if (la === a && lb === b) direct.set(key, lca);
   }
 
-  // Lay out innermost scopes first so a parent knows its children's sizes.
+  // Lay out innermost scopes first so a parent knows its children's sizes. A scope is laid out under the names of
+  // its members relative to it ("node:kernel", "cluster:block_2"), and the result is cached under those: the same
+  // block repeated a hundred times (every residual unit, every batch norm) is laid out once.
   const locals = new Map<string, Local>();
   const order = [...members.keys()].sort((x, y) => depth(y) - depth(x));
   for (const scope of order) {
     const sizes: Array<[string, number, number]> = [];
     for (const id of members.get(scope)!) {
+      const lid = localName(scope, id);
       if (id.startsWith(CLUSTER_ID)) {
         const inner = locals.get(id.slice(CLUSTER_ID.length))!;
-        sizes.push([id, Math.max(inner.width + 2 * CLUSTER_PAD, SCOPE_W), inner.height + 2 * CLUSTER_PAD + CLUSTER_TITLE]);
+        sizes.push([lid, Math.max(inner.width + 2 * CLUSTER_PAD, SCOPE_W), inner.height + 2 * CLUSTER_PAD + CLUSTER_TITLE]);
       } else {
         const isScope = view.units.get(id)!.kind === "scope";
-        sizes.push([id, isScope ? SCOPE_W : NODE_W, isScope ? SCOPE_H : NODE_H]);
+        sizes.push([lid, isScope ? SCOPE_W : NODE_W, isScope ? SCOPE_H : NODE_H]);
       }
     }
-    const scopeEdges = [...(localEdges.get(scope) ?? new Map()).keys()];
-    const cacheKey = scope + "\u0001" + sizes.map((s) => s.join(",")).join("|") + "\u0001" + scopeEdges.join("|");
+    const scopeEdges: Array<[string, string]> = [];
+    for (const [a, b] of (localEdges.get(scope) ?? new Map()).values()) scopeEdges.push([localName(scope, a), localName(scope, b)]);
+    const cacheKey = sizes.map((s) => s.join(",")).join("|") + "\u0001" + scopeEdges.map(([a, b]) => a + "\u0000" + b).join("|");
     const hit = cache.get(cacheKey);
     if (hit) {
       locals.set(scope, hit);
@@ -110,7 +114,7 @@ export function layoutView(view: View, cache: LayoutCache = new Map()): Layout {
     g.setGraph({ rankdir: "TB", nodesep: 10, ranksep: 24, edgesep: 6, marginx: 0, marginy: 0 });
     g.setDefaultEdgeLabel(() => ({}));
     for (const [id, width, height] of sizes) g.setNode(id, { width, height });
-    for (const [lkey, [a, b]] of localEdges.get(scope) ?? []) g.setEdge(a, b, { lkey });
+    for (const [a, b] of scopeEdges) g.setEdge(a, b, { lkey: a + "\u0000" + b });
     dagre.layout(g);
     const pos = new Map<string, { x: number; y: number; w: number; h: number }>();
     for (const id of g.nodes()) {
@@ -136,7 +140,8 @@ export function layoutView(view: View, cache: LayoutCache = new Map()): Layout {
   for (const scope of topDown) {
     const o = origin.get(scope)!;
     const local = locals.get(scope)!;
-    for (const [id, p] of local.pos) {
+    for (const id of members.get(scope)!) {
+      const p = local.pos.get(localName(scope, id))!;
       const box = { x: o.x + p.x - p.w / 2, y: o.y + p.y - p.h / 2, w: p.w, h: p.h };
       if (id.startsWith(CLUSTER_ID)) {
         const path = id.slice(CLUSTER_ID.length);
@@ -157,7 +162,7 @@ export function layoutView(view: View, cache: LayoutCache = new Map()): Layout {
     const scope = direct.get(key);
     if (scope !== undefined) {
       const o = origin.get(scope)!;
-      const pts = locals.get(scope)!.edges.get(a + "\u0000" + b);
+      const pts = locals.get(scope)!.edges.get(localName(scope, a) + "\u0000" + localName(scope, b));
       if (pts) {
         edges.set(key, pts.map((p) => ({ x: p.x + o.x, y: p.y + o.y })));
         continue;
@@ -176,6 +181,16 @@ export function layoutView(view: View, cache: LayoutCache = new Map()): Layout {
     width: root.width + 40, height: root.height + 40,
     millis: performance.now() - t0,
   };
+}
+
+/** A member's id relative to its scope: "node:a/b/kernel" in "a/b" → "node:kernel"; the node the scope is named
+ * after (drawn inside it) → "node:/". Unique within the scope, and equal for members of repeated blocks. */
+function localName(scope: string, id: string): string {
+  if (!scope) return id;
+  const i = id.indexOf(":");
+  const name = id.slice(i + 1);
+  if (name === scope) return id.slice(0, i + 1) + "/";
+  return name.startsWith(scope + "/") ? id.slice(0, i + 1) + name.slice(scope.length + 1) : id;
 }
 
 function depth(path: string): number {

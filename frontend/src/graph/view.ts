@@ -1,8 +1,13 @@
-// Frozen graph on the left, unfrozen on the right, drawn in SVG from one shared layout.
+// Frozen graph on the left, unfrozen on the right, drawn from one shared layout.
 // Pan, zoom, selection and scope expansion are one state applied to both panes.
+//
+// Drawing stays cheap on graphs of tens of thousands of boxes: each pane has a <canvas> for what is many and needs
+// no DOM (scope backgrounds, every edge, and far out the boxes themselves), redrawn once per animation frame and only
+// for what is in view; and an SVG layer for what one reads and clicks (boxes with their labels, scope titles), holding
+// only the boxes in and near the view, at zooms where labels can be read. Pan and zoom change one transform.
 import { h, s, replace, fmtShape, fmtInt } from "../dom";
 import { GraphData, Side, SIDES, UnionGraph, Unit, View, SCOPE_PREFIX, NODE_PREFIX } from "./model";
-import { Layout } from "./layout";
+import { Box, Layout } from "./layout";
 import { LayoutClient } from "./layout_client";
 import type { Drift, WeightStats } from "../api";
 
@@ -32,12 +37,32 @@ export const VISIBLE_BUDGET = 250;
 /** "Expand all" is offered up to this many nodes; beyond it, open scopes one by one. */
 export const EXPAND_ALL_LIMIT = 4000;
 
-/** Below this zoom, labels are too small to read and are not drawn. */
-const FAR_ZOOM = 0.38;
+/** Below this zoom, labels are too small to read (11 px × 0.45 ≈ 5 px): boxes are painted on the canvas only. */
+const FAR_ZOOM = 0.45;
+/** The SVG layer holds the boxes within this fraction of the view's size around it, so a short pan adds nothing. */
+const SVG_MARGIN = 0.3;
 /** The zoom a graph opens at when fitting it would make labels smaller than this (11 px labels → ≥ 10 px). */
 const READABLE_ZOOM = 0.92;
 
 interface Transform { x: number; y: number; k: number }
+
+/** What one pane paints, from the layout: built once per layout (or drift change), culled every frame. */
+interface Scene {
+  clusters: Array<{ path: string; b: Box; conv: number }>;
+  /** Edges as flat [x0, y0, x1, y1, ...] with their bounding box. */
+  edges: Array<{ p: number[]; x0: number; y0: number; x1: number; y1: number }>;
+  units: Array<{ u: Unit; b: Box; present: boolean; conv: boolean; changed: boolean; drift?: number }>;
+}
+interface Rect { x0: number; y0: number; x1: number; y1: number }
+interface PaneEls {
+  svg: SVGSVGElement; vp: SVGGElement; clusterLayer: SVGGElement; nodeLayer: SVGGElement; sel: SVGPathElement;
+  canvas: HTMLCanvasElement; body: HTMLElement; stats: HTMLElement; link: HTMLAnchorElement; mini: HTMLCanvasElement;
+  /** Box id → its SVG group, for the boxes in the SVG layer now; scope path → its title group. */
+  nodeEls: Map<string, SVGGElement>; clusterEls: Map<string, SVGGElement>;
+  /** The world rectangle the SVG layer holds (null: nothing; far: the canvas paints the boxes). */
+  held: Rect | null; far: boolean;
+  w: number; h: number;
+}
 
 const TITLES: Record<Side, string> = { frozen: "Frozen", unfrozen: "Unfrozen" };
 const CONVERTED_TAG: Record<Side, string> = { frozen: "const", unfrozen: "var" };
@@ -61,7 +86,8 @@ export class SideBySide {
   ready: Promise<void> = Promise.resolve();
   private t: Transform = { x: 0, y: 0, k: 1 };
   private selected: string | null = null;
-  private panes = {} as Record<Side, { svg: SVGSVGElement; vp: SVGGElement; sel: SVGPathElement; body: HTMLElement; stats: HTMLElement; link: HTMLAnchorElement; mini: HTMLCanvasElement }>;
+  private panes = {} as Record<Side, PaneEls>;
+  private scenes: Record<Side, Scene | null> = { frozen: null, unfrozen: null };
   private miniScale = 1;
   private miniBase: Record<Side, HTMLCanvasElement | null> = { frozen: null, unfrozen: null };
   private weightsToken = 0;
@@ -77,7 +103,6 @@ export class SideBySide {
   private search: HTMLInputElement;
   private expandAllBtn: HTMLButtonElement;
   private frame = 0;
-  private settle = 0;
 
   constructor(private opts: SideBySideOptions) {
     this.status = h("span.gv-status");
@@ -109,20 +134,29 @@ export class SideBySide {
     this.details = h("div.gv-details", null, h("div.muted", null, "Click a node to see its details. Double-click a scope to open it."));
     this.driftPanel = h("div.gv-drift", { hidden: true });
     this.el = h("div.gv", null, toolbar, this.driftPanel, h("div.gv-body", null, ...paneEls), this.details);
+    // Any scroll (the page, or a scrolling ancestor) moves the panes: measure them again at the next wheel event.
+    window.addEventListener("scroll", () => this.origins.clear(), { capture: true, passive: true });
+    window.addEventListener("resize", () => this.origins.clear(), { passive: true });
+    // Benchmark and debug hook (bench/frontend.py drives stats() and expandAll() through it).
+    (window as unknown as Record<string, unknown>).__unfreezeGraphView = this;
   }
 
   private makePane(side: Side): HTMLElement {
     const svg = s("svg", { class: "gv-svg", "data-side": side }) as SVGSVGElement;
     const vp = s("g", { class: "vp" }) as SVGGElement;
-    svg.appendChild(vp);
+    const clusterLayer = s("g", { class: "clusters" }) as SVGGElement;
+    const nodeLayer = s("g", { class: "nodes" }) as SVGGElement;
     const sel = s("path", { class: "sel-edges" }) as SVGPathElement;
+    vp.append(clusterLayer, nodeLayer, sel);
+    svg.appendChild(vp);
+    const canvas = h("canvas.gv-canvas", { "data-side": side }) as HTMLCanvasElement;
     const stats = h("span.gv-pane-stats");
     const link = h("a.gv-run-link", {
       target: "_blank", rel: "noopener", title: "Open this run in TensorBoard's Graphs dashboard",
       on: { click: (e: MouseEvent) => { const l = this.opts.runLink(side); if (l && !e.ctrlKey && !e.metaKey && !e.shiftKey) { e.preventDefault(); l.open(); } } },
     }, "Open in Graphs ↗");
     const mini = h("canvas.gv-minimap", { title: "Overview: click or drag to move the view" }) as HTMLCanvasElement;
-    const body = h("div.gv-pane-body", null, svg, mini);
+    const body = h("div.gv-pane-body", null, canvas, svg, mini);
     const pane = h("div.gv-pane", { "data-side": side },
       h("div.gv-pane-head", null,
         h("span.gv-pane-title", null, TITLES[side]),
@@ -132,9 +166,15 @@ export class SideBySide {
       ),
       body,
     );
-    this.panes[side] = { svg, vp, sel, body, stats, link, mini };
+    this.panes[side] = {
+      svg, vp, clusterLayer, nodeLayer, sel, canvas, body, stats, link, mini,
+      nodeEls: new Map(), clusterEls: new Map(), held: null, far: false, w: 0, h: 0,
+    };
+    if (typeof ResizeObserver !== "undefined") {
+      new ResizeObserver(() => { this.panes[side].w = 0; this.origins.clear(); this.scheduleTransform(); }).observe(body);
+    }
     this.bindMinimap(mini, body);
-    this.bindPanZoom(body, svg);
+    this.bindPanZoom(body);
     body.addEventListener("click", (e) => this.onClick(e));
     body.addEventListener("dblclick", (e) => this.onDblClick(e));
     return pane;
@@ -204,87 +244,52 @@ export class SideBySide {
     return run;
   }
 
+  /** Rebuilds what a pane paints from the current layout (after a layout, or when the drift colours change). */
   private draw(side: Side): void {
-    const { vp, sel, stats } = this.panes[side];
+    const pane = this.panes[side];
+    const { stats } = pane;
     const g = this.graph;
     const L = this.layout;
-    const parts: SVGElement[] = [];
+    pane.nodeEls.clear();
+    pane.clusterEls.clear();
+    replace(pane.nodeLayer);
+    replace(pane.clusterLayer);
+    pane.held = null;
+    pane.far = false;
     if (!g.hasSide[side]) {
-      replace(vp);
+      this.scenes[side] = null;
       stats.textContent = side === "unfrozen" ? "not converted yet" : "";
+      this.render(side);
       return;
     }
+    const scene: Scene = { clusters: [], edges: [], units: [] };
     // Clusters (expanded scopes), outermost first so inner ones paint on top.
     for (const path of this.view.clusters) {
-      const b = L.clusters.get(path)!;
       const scope = g.scopes.get(path)!;
       if (scope.count[side] === 0) continue;
-      const conv = scope.converted[side];
-      const cg = s("g", { class: "cluster" + (conv ? " has-converted" : ""), "data-scope": path });
-      cg.appendChild(s("rect", { x: b.x, y: b.y, width: b.w, height: b.h, rx: 6 }));
-      const title = s("text", { x: b.x + 8, y: b.y + 15, class: "cluster-title" });
-      title.textContent = "▾ " + tail(path, parentOf(path)) + (conv ? `  (${convertedText(side, conv)})` : "");
-      cg.appendChild(title);
-      parts.push(cg);
+      scene.clusters.push({ path, b: L.clusters.get(path)!, conv: scope.converted[side] });
     }
-    // Edges of this side, as one path: thousands of <path>s would cost more than they show.
-    let d = "";
-    for (const key of this.view.sideEdges[side]) d += polyline(L.edges.get(key)!);
-    parts.push(s("path", { class: "edges", d }));
-    let converted = 0;
+    for (const key of this.view.sideEdges[side]) {
+      const pts = L.edges.get(key);
+      if (!pts || pts.length < 2) continue;
+      const p: number[] = [];
+      let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+      for (const q of pts) {
+        p.push(q.x, q.y);
+        x0 = Math.min(x0, q.x); y0 = Math.min(y0, q.y); x1 = Math.max(x1, q.x); y1 = Math.max(y1, q.y);
+      }
+      scene.edges.push({ p, x0, y0, x1, y1 });
+    }
     for (const u of this.view.units.values()) {
       const b = L.boxes.get(u.id)!;
       const present = g.present(u, side);
-      if (!present) {
-        parts.push(s("rect", { class: "ghost", x: b.x, y: b.y, width: b.w, height: b.h, rx: 4 }));
-        continue;
-      }
-      const conv = g.convertedIn(u, side);
-      if (conv) converted += conv;
-      const other: Side = side === "frozen" ? "unfrozen" : "frozen";
-      const added = g.hasSide[other] && !g.present(u, other);
-      const changed = u.kind === "node" && !conv && g.changed[side].has(u.name);
-      const cls = ["node", u.kind === "scope" ? "scope" : "op", conv ? "converted" : "", changed ? "changed" : "", added ? "added" : ""].join(" ");
-      const drift = side === "frozen" && this.driftOther
+      const conv = present && g.convertedIn(u, side) > 0;
+      const changed = present && u.kind === "node" && !conv && g.changed[side].has(u.name);
+      const drift = present && side === "frozen" && this.driftOther
         ? (u.kind === "scope" ? this.driftScope.get(u.name) : this.driftOf.get(u.name)?.level) : undefined;
-      const ng = s("g", { class: cls, "data-id": u.id, transform: `translate(${b.x},${b.y})` });
-      ng.appendChild(s("rect", { width: b.w, height: b.h, rx: u.kind === "scope" ? 6 : 4 }));
-      if (drift != null) {
-        ng.setAttribute("data-drift", String(drift));
-        ng.appendChild(s("rect", { class: "drift-bar", x: 3, y: b.h - 7, width: b.w - 6, height: 5, rx: 2 }));
-      }
-      const label = s("text", { x: 6, y: u.kind === "scope" ? 15 : 17, class: "label" });
-      label.textContent = clip(tail(u.name, u.cluster), u.kind === "scope" ? 15 : 15);
-      ng.appendChild(label);
-      if (u.kind === "scope") {
-        const sub = s("text", { x: 6, y: 31, class: "sub" });
-        const scope = g.scopes.get(u.name)!;
-        // Short, to fit the box: "const→var" on the frozen side, "var" on the unfrozen one (title: the long form).
-        sub.textContent = `${scope.count[side].toLocaleString("en-US")} nodes` + (conv ? ` · ${conv} ${side === "frozen" ? "const→var" : "var"}` : "");
-        const tip = s("title");
-        tip.textContent = `${u.name}: ${scope.count[side].toLocaleString("en-US")} nodes` + (conv ? `, ${convertedText(side, conv)}` : "");
-        ng.appendChild(tip);
-        ng.appendChild(sub);
-        ng.appendChild(s("text", { x: b.w - 14, y: 15, class: "expander" })).textContent = "+";
-      } else {
-        const op = this.graph.nodes.get(u.name)?.[side]?.op ?? "";
-        if (conv || changed) {
-          const tag = s("text", { x: b.w - 5, y: 17, class: "tag", "text-anchor": "end" });
-          tag.textContent = conv ? CONVERTED_TAG[side] : "changed";
-          ng.appendChild(tag);
-        } else if (op && op.length <= 12 && op !== label.textContent && (label.textContent ?? "").length + op.length <= 19) {
-          const tag = s("text", { x: b.w - 5, y: 17, class: "op", "text-anchor": "end" });
-          tag.textContent = op;
-          ng.appendChild(tag);
-        }
-      }
-      parts.push(ng);
+      scene.units.push({ u, b, present, conv, changed, drift });
     }
-    parts.push(sel);
-    replace(vp, ...parts);
-    const { svg } = this.panes[side];
-    svg.setAttribute("width", String(Math.ceil(L.width)));
-    svg.setAttribute("height", String(Math.ceil(L.height)));
+    this.scenes[side] = scene;
     const nodes = g.scopes.get("")!.count[side];
     const conv = g.converted[side].size;
     stats.dataset.nodes = String(nodes);
@@ -296,16 +301,255 @@ export class SideBySide {
     stats.title = side === "unfrozen"
       ? `One node per variable: its ${g.folded.unfrozen.toLocaleString("en-US")} helper nodes (handle initializer, assign, read…) are folded into it.`
       : "Constants that became variables.";
-    this.applyTransform();
+    this.render(side);
+  }
+
+  /** The SVG group of one box: its rectangle, label, and what changed. */
+  private nodeEl(side: Side, item: Scene["units"][number]): SVGGElement {
+    const { u, b } = item;
+    const g = this.graph;
+    if (!item.present) {
+      const ghost = s("g", { class: "ghost-box", "data-ghost": u.id, transform: `translate(${b.x},${b.y})` }) as SVGGElement;
+      ghost.appendChild(s("rect", { class: "ghost", width: b.w, height: b.h, rx: 4 }));
+      return ghost;
+    }
+    const conv = item.conv ? g.convertedIn(u, side) : 0;
+    const other: Side = side === "frozen" ? "unfrozen" : "frozen";
+    const added = g.hasSide[other] && !g.present(u, other);
+    const changed = item.changed;
+    const cls = ["node", u.kind === "scope" ? "scope" : "op", conv ? "converted" : "", changed ? "changed" : "", added ? "added" : "",
+      u.id === this.selected ? "selected" : ""].join(" ");
+    const ng = s("g", { class: cls, "data-id": u.id, transform: `translate(${b.x},${b.y})` }) as SVGGElement;
+    ng.appendChild(s("rect", { width: b.w, height: b.h, rx: u.kind === "scope" ? 6 : 4 }));
+    if (item.drift != null) {
+      ng.setAttribute("data-drift", String(item.drift));
+      ng.appendChild(s("rect", { class: "drift-bar", x: 3, y: b.h - 7, width: b.w - 6, height: 5, rx: 2 }));
+    }
+    const label = s("text", { x: 6, y: u.kind === "scope" ? 15 : 17, class: "label" });
+    label.textContent = clip(tail(u.name, u.cluster), 15);
+    ng.appendChild(label);
+    if (u.kind === "scope") {
+      const sub = s("text", { x: 6, y: 31, class: "sub" });
+      const scope = g.scopes.get(u.name)!;
+      // Short, to fit the box: "const→var" on the frozen side, "var" on the unfrozen one (title: the long form).
+      sub.textContent = `${scope.count[side].toLocaleString("en-US")} nodes` + (conv ? ` · ${conv} ${side === "frozen" ? "const→var" : "var"}` : "");
+      const tip = s("title");
+      tip.textContent = `${u.name}: ${scope.count[side].toLocaleString("en-US")} nodes` + (conv ? `, ${convertedText(side, conv)}` : "");
+      ng.appendChild(tip);
+      ng.appendChild(sub);
+      ng.appendChild(s("text", { x: b.w - 14, y: 15, class: "expander" })).textContent = "+";
+    } else {
+      const op = g.nodes.get(u.name)?.[side]?.op ?? "";
+      if (conv || changed) {
+        const tag = s("text", { x: b.w - 5, y: 17, class: "tag", "text-anchor": "end" });
+        tag.textContent = conv ? CONVERTED_TAG[side] : "changed";
+        ng.appendChild(tag);
+      } else if (op && op.length <= 12 && op !== label.textContent && (label.textContent ?? "").length + op.length <= 19) {
+        const tag = s("text", { x: b.w - 5, y: 17, class: "op", "text-anchor": "end" });
+        tag.textContent = op;
+        ng.appendChild(tag);
+      }
+    }
+    return ng;
+  }
+
+  private clusterEl(side: Side, c: Scene["clusters"][number]): SVGGElement {
+    const { b, conv, path } = c;
+    const cg = s("g", { class: "cluster" + (conv ? " has-converted" : ""), "data-scope": path }) as SVGGElement;
+    const title = s("text", { x: b.x + 8, y: b.y + 15, class: "cluster-title" });
+    title.textContent = "▾ " + tail(path, parentOf(path)) + (conv ? `  (${convertedText(side, conv)})` : "");
+    cg.appendChild(title);
+    return cg;
+  }
+
+  private palette: { key: string; of: Map<string, string> } = { key: "\u0000", of: new Map() };
+
+  /** The theme's colours for the canvas (CSS custom properties), read again only when the page's theme changes. */
+  private colors(): (name: string, dflt: string) => string {
+    const key = document.body.className;
+    if (key !== this.palette.key) this.palette = { key, of: new Map() };
+    const of = this.palette.of;
+    return (name, dflt) => {
+      let v = of.get(name);
+      if (v === undefined) {
+        v = getComputedStyle(document.body).getPropertyValue(name).trim() || dflt;
+        of.set(name, v);
+      }
+      return v;
+    };
+  }
+
+  /** Where a pane's body is in the window, measured once per scroll or resize: reading it on every wheel event would
+   * make the browser lay the page out again each time (the SVG layer changed since the last frame). */
+  private origins = new Map<HTMLElement, { left: number; top: number }>();
+  private paneOrigin(body: HTMLElement): { left: number; top: number } {
+    let o = this.origins.get(body);
+    if (!o) {
+      const r = body.getBoundingClientRect();
+      o = { left: r.left, top: r.top };
+      this.origins.set(body, o);
+    }
+    return o;
+  }
+
+  /** The pane's size in CSS pixels (from a ResizeObserver, or measured once when it has not reported yet). */
+  private paneSize(side: Side): { w: number; h: number } {
+    const p = this.panes[side];
+    if (!p.w || !p.h) {
+      p.w = p.body.clientWidth;
+      p.h = p.body.clientHeight;
+    }
+    return { w: p.w, h: p.h };
+  }
+
+  /**
+   * Paints one pane at the current transform: the canvas (clusters, edges in view; boxes too when far out), and the
+   * SVG layer's boxes brought up to date with the view (added and removed, not rebuilt) when it has moved out of the
+   * rectangle they cover.
+   */
+  private render(side: Side): void {
+    const pane = this.panes[side];
+    const scene = this.scenes[side];
+    const { w, h: hgt } = this.paneSize(side);
+    const dpr = window.devicePixelRatio || 1;
+    const cw = Math.max(1, Math.round(w * dpr));
+    const ch = Math.max(1, Math.round(hgt * dpr));
+    if (pane.canvas.width !== cw || pane.canvas.height !== ch) {
+      pane.canvas.width = cw;
+      pane.canvas.height = ch;
+    }
+    const c = pane.canvas.getContext("2d");
+    if (!c) return;
+    c.setTransform(1, 0, 0, 1, 0, 0);
+    c.clearRect(0, 0, cw, ch);
+    const { x: tx, y: ty, k } = this.t;
+    pane.vp.setAttribute("transform", `translate(${tx},${ty}) scale(${k})`);
+    if (!scene || !w) return;
+    const far = k < FAR_ZOOM;
+    // The world rectangle in view.
+    const view: Rect = { x0: -tx / k, y0: -ty / k, x1: (w - tx) / k, y1: (hgt - ty) / k };
+    const color = this.colors();
+    c.setTransform(dpr, 0, 0, dpr, 0, 0);
+    const X = (x: number) => x * k + tx;
+    const Y = (y: number) => y * k + ty;
+    const hit = (b: Box) => b.x <= view.x1 && b.x + b.w >= view.x0 && b.y <= view.y1 && b.y + b.h >= view.y0;
+
+    // Scope backgrounds.
+    const clusterFill = color("--cluster", "#fafafa");
+    const clusterLine = color("--cluster-line", "#d6d6d6");
+    c.lineWidth = 1;
+    for (const cl of scene.clusters) {
+      if (!hit(cl.b)) continue;
+      const x = X(cl.b.x), y = Y(cl.b.y), bw = cl.b.w * k, bh = cl.b.h * k;
+      c.fillStyle = clusterFill;
+      c.fillRect(x, y, bw, bh);
+      if (bw > 3 && bh > 3) {
+        c.strokeStyle = cl.conv ? "#ffcc80" : clusterLine;
+        c.strokeRect(Math.round(x) + 0.5, Math.round(y) + 0.5, Math.round(bw), Math.round(bh));
+      }
+    }
+
+    // Edges: one path, hairlines in screen space; far out, an edge shorter than 2 px is not drawn (the boxes it
+    // joins touch on screen).
+    c.beginPath();
+    for (const e of scene.edges) {
+      if (e.x0 > view.x1 || e.x1 < view.x0 || e.y0 > view.y1 || e.y1 < view.y0) continue;
+      if (far && (e.x1 - e.x0) * k < 2 && (e.y1 - e.y0) * k < 2) continue;
+      const p = e.p;
+      c.moveTo(X(p[0]), Y(p[1]));
+      if (p.length === 4) {
+        // A drop between scopes: a soft S-curve reads better than a straight cut.
+        const my = Y((p[1] + p[3]) / 2);
+        c.bezierCurveTo(X(p[0]), my, X(p[2]), my, X(p[2]), Y(p[3]));
+      } else {
+        for (let i = 2; i < p.length; i += 2) c.lineTo(X(p[i]), Y(p[i + 1]));
+      }
+    }
+    c.strokeStyle = color("--edge", "#bdbdbd");
+    c.lineWidth = 1;
+    c.stroke();
+
+    if (far) {
+      // Far out: the boxes on the canvas, one fill per kind, no labels; the SVG layer is empty.
+      if (!pane.far || pane.held) {
+        replace(pane.nodeLayer);
+        replace(pane.clusterLayer);
+        pane.nodeEls.clear();
+        pane.clusterEls.clear();
+        pane.held = null;
+        pane.far = true;
+      }
+      const kinds: Record<string, Path2D> = {};
+      const add = (kind: string, b: Box) => {
+        (kinds[kind] ??= new Path2D()).rect(X(b.x), Y(b.y), Math.max(1, b.w * k), Math.max(1, b.h * k));
+      };
+      let sel: Box | null = null;
+      for (const it of scene.units) {
+        if (!hit(it.b)) continue;
+        if (it.u.id === this.selected) sel = it.b;
+        add(!it.present ? "ghost" : it.conv ? "conv" : it.changed ? "changed" : it.u.kind === "scope" ? "scope" : "op", it.b);
+      }
+      const fills: Record<string, string> = {
+        ghost: color("--line", "#e0e0e0"), op: color("--node-line", "#9e9e9e"), scope: color("--scope-line", "#90a4ae"),
+        changed: color("--blue", "#1976d2"), conv: "#f57c00",
+      };
+      for (const kind of ["ghost", "op", "scope", "changed", "conv"]) {
+        if (!kinds[kind]) continue;
+        c.fillStyle = fills[kind];
+        c.fill(kinds[kind]);
+      }
+      if (sel) {
+        c.strokeStyle = "#1565c0";
+        c.lineWidth = 2;
+        c.strokeRect(X(sel.x) - 2, Y(sel.y) - 2, Math.max(1, sel.w * k) + 4, Math.max(1, sel.h * k) + 4);
+      }
+      return;
+    }
+    pane.far = false;
+    const held = pane.held;
+    if (held && held.x0 <= view.x0 && held.y0 <= view.y0 && held.x1 >= view.x1 && held.y1 >= view.y1) return;
+    // Out of what the SVG layer holds: hold the view and a margin around it; add what came in, drop what went out.
+    const mx = (view.x1 - view.x0) * SVG_MARGIN;
+    const my = (view.y1 - view.y0) * SVG_MARGIN;
+    const hold: Rect = { x0: view.x0 - mx, y0: view.y0 - my, x1: view.x1 + mx, y1: view.y1 + my };
+    const inHold = (b: Box) => b.x <= hold.x1 && b.x + b.w >= hold.x0 && b.y <= hold.y1 && b.y + b.h >= hold.y0;
+    const keepN = new Set<string>();
+    const addN: SVGGElement[] = [];
+    for (const it of scene.units) {
+      if (!inHold(it.b)) continue;
+      keepN.add(it.u.id);
+      if (!pane.nodeEls.has(it.u.id)) {
+        const el = this.nodeEl(side, it);
+        pane.nodeEls.set(it.u.id, el);
+        addN.push(el);
+      }
+    }
+    for (const [id, el] of pane.nodeEls) if (!keepN.has(id)) { el.remove(); pane.nodeEls.delete(id); }
+    if (addN.length) pane.nodeLayer.append(...addN);
+    const keepC = new Set<string>();
+    const addC: SVGGElement[] = [];
+    for (const cl of scene.clusters) {
+      // Only the title row of a scope is in the SVG layer.
+      if (!inHold({ x: cl.b.x, y: cl.b.y, w: cl.b.w, h: 22 })) continue;
+      keepC.add(cl.path);
+      if (!pane.clusterEls.has(cl.path)) {
+        const el = this.clusterEl(side, cl);
+        pane.clusterEls.set(cl.path, el);
+        addC.push(el);
+      }
+    }
+    for (const [path, el] of pane.clusterEls) if (!keepC.has(path)) { el.remove(); pane.clusterEls.delete(path); }
+    if (addC.length) pane.clusterLayer.append(...addC);
+    pane.held = hold;
   }
 
   // ---- pan / zoom, shared by both panes ----
 
-  private bindPanZoom(body: HTMLElement, svg: SVGSVGElement): void {
+  private bindPanZoom(body: HTMLElement): void {
     let drag: { x: number; y: number; tx: number; ty: number; moved: boolean } | null = null;
     body.addEventListener("wheel", (e) => {
       e.preventDefault();
-      const r = body.getBoundingClientRect();
+      const r = this.paneOrigin(body);
       const f = Math.exp(-e.deltaY * (e.deltaMode === 1 ? 0.05 : 0.0015));
       this.zoomAt(e.clientX - r.left, e.clientY - r.top, f);
     }, { passive: false });
@@ -406,23 +650,10 @@ export class SideBySide {
   }
 
   private applyTransform(): void {
-    // The transform is a CSS transform of the whole <svg>, not an attribute of an inner group: the browser
-    // then moves and scales the already painted picture instead of repainting every node and edge.
-    // When the motion stops, `will-change` is dropped so the picture is repainted sharp at the new scale.
-    const tr = `translate(${this.t.x}px,${this.t.y}px) scale(${this.t.k})`;
-    const far = this.t.k < FAR_ZOOM;
-    for (const side of SIDES) {
-      const p = this.panes[side];
-      p.svg.style.transform = tr;
-      p.svg.style.willChange = "transform";
-      // Far out, labels are unreadable anyway and cost the most to paint.
-      if (p.svg.classList.contains("far") !== far) p.svg.classList.toggle("far", far);
-    }
+    // One transform for both panes: each repaints its canvas for the view and updates its SVG layer's transform
+    // (and, when the view left what that layer holds, its boxes). Called at most once per frame while panning.
+    for (const side of SIDES) this.render(side);
     this.drawMinimapViewport();
-    clearTimeout(this.settle);
-    this.settle = window.setTimeout(() => {
-      for (const side of SIDES) this.panes[side].svg.style.willChange = "auto";
-    }, 180);
   }
 
   // ---- weight drift against another frozen graph ----
@@ -527,7 +758,8 @@ export class SideBySide {
 
   private drawMinimapViewport(): void {
     for (const side of SIDES) {
-      const { mini, body } = this.panes[side];
+      const { mini } = this.panes[side];
+      const size = this.paneSize(side);
       const base = this.miniBase[side];
       if (mini.hidden || !base) continue;
       const c = mini.getContext("2d");
@@ -536,7 +768,7 @@ export class SideBySide {
       const k = this.miniScale / this.t.k;
       c.strokeStyle = "#1976d2";
       c.lineWidth = 1.5;
-      c.strokeRect(-this.t.x * k, -this.t.y * k, (body.clientWidth || 0) * k, (body.clientHeight || 0) * k);
+      c.strokeRect(-this.t.x * k, -this.t.y * k, size.w * k, size.h * k);
     }
   }
 
@@ -546,8 +778,10 @@ export class SideBySide {
       const r = mini.getBoundingClientRect();
       const gx = (e.clientX - r.left) / this.miniScale;
       const gy = (e.clientY - r.top) / this.miniScale;
-      this.t.x = body.clientWidth / 2 - gx * this.t.k;
-      this.t.y = body.clientHeight / 2 - gy * this.t.k;
+      const side = (body.closest(".gv-pane") as HTMLElement | null)?.dataset.side as Side | undefined;
+      const size = side ? this.paneSize(side) : { w: body.clientWidth, h: body.clientHeight };
+      this.t.x = size.w / 2 - gx * this.t.k;
+      this.t.y = size.h / 2 - gy * this.t.k;
       this.scheduleTransform();
     };
     mini.addEventListener("pointerdown", (e) => { e.stopPropagation(); down = true; mini.setPointerCapture?.(e.pointerId); go(e); });
@@ -560,9 +794,22 @@ export class SideBySide {
 
   // ---- selection, expansion ----
 
-  private unitAt(e: Event): string | null {
+  private unitAt(e: MouseEvent): string | null {
     const el = (e.target as Element).closest?.("[data-id]");
-    return el ? el.getAttribute("data-id") : null;
+    if (el) return el.getAttribute("data-id");
+    // Far out the boxes are painted on the canvas: find the one under the pointer.
+    const side = ((e.currentTarget as Element | null)?.closest?.(".gv-pane") as HTMLElement | null)?.dataset.side as Side | undefined;
+    const scene = side ? this.scenes[side] : null;
+    if (!side || !scene || !this.panes[side].far) return null;
+    const r = this.panes[side].body.getBoundingClientRect();
+    const x = (e.clientX - r.left - this.t.x) / this.t.k;
+    const y = (e.clientY - r.top - this.t.y) / this.t.k;
+    const slop = 3 / this.t.k;
+    for (const it of scene.units) {
+      const b = it.b;
+      if (it.present && x >= b.x - slop && x <= b.x + b.w + slop && y >= b.y - slop && y <= b.y + b.h + slop) return it.u.id;
+    }
+    return null;
   }
 
   private onClick(e: MouseEvent): void {
@@ -587,17 +834,18 @@ export class SideBySide {
   private applySelection(): void {
     if (this.viewGraph !== this.graph) return;
     for (const side of SIDES) {
-      const { vp, sel } = this.panes[side];
-      vp.querySelectorAll(".selected").forEach((n) => n.classList.remove("selected"));
+      const { nodeLayer, nodeEls, sel } = this.panes[side];
+      nodeLayer.querySelectorAll(".selected").forEach((n) => n.classList.remove("selected"));
       let d = "";
       if (this.selected) {
-        vp.querySelector(`[data-id="${cssEscape(this.selected)}"]`)?.classList.add("selected");
+        nodeEls.get(this.selected)?.classList.add("selected");
         for (const key of this.view.sideEdges[side]) {
           const [a, b] = this.view.edges.get(key)!;
           if (a === this.selected || b === this.selected) d += polyline(this.layout.edges.get(key)!);
         }
       }
       sel.setAttribute("d", d);
+      if (this.panes[side].far) this.render(side);
     }
     this.showDetails();
   }
@@ -841,8 +1089,4 @@ function tail(name: string, cluster: string): string {
 
 function clip(text: string, n: number): string {
   return text.length <= n ? text : "…" + text.slice(text.length - n + 1);
-}
-
-function cssEscape(v: string): string {
-  return typeof CSS !== "undefined" && CSS.escape ? CSS.escape(v) : v.replace(/["\\]/g, "\\$&");
 }
