@@ -333,9 +333,10 @@ _IN_VIEW_JS = """(el) => {
 
 def _label_px(frame, side: str, selector: str = ".node.converted text.label") -> list[float]:
     """Rendered size (px) of the labels in view matching `selector` on one side: font size times the zoom on screen
-    (a label not displayed counts as 0 px)."""
+    (a label not displayed or hidden counts as 0 px)."""
     return frame.locator(f'.gv-svg[data-side="{side}"] {selector}').evaluate_all(
-        f"els => els.filter({_IN_VIEW_JS}).map(t => getComputedStyle(t).display === 'none' ? 0"
+        f"els => els.filter({_IN_VIEW_JS}).map(t => getComputedStyle(t).display === 'none'"
+        " || getComputedStyle(t).visibility !== 'visible' ? 0"
         " : parseFloat(getComputedStyle(t).fontSize) * t.getScreenCTM().a)")
 
 

@@ -41,6 +41,8 @@ export const EXPAND_ALL_LIMIT = 4000;
 const FAR_ZOOM = 0.45;
 /** The SVG layer holds the boxes within this fraction of the view's size around it, so a short pan adds nothing. */
 const SVG_MARGIN = 0.3;
+/** Motion (wheel, drag) is over when no event came for this long: the view is then drawn at rest. */
+const SETTLE_MS = 250;
 /** The zoom a graph opens at when fitting it would make labels smaller than this (11 px labels → ≥ 10 px). */
 const READABLE_ZOOM = 0.92;
 
@@ -103,6 +105,10 @@ export class SideBySide {
   private search: HTMLInputElement;
   private expandAllBtn: HTMLButtonElement;
   private frame = 0;
+  private moving = false;
+  private settleTimer = 0;
+  private lastInput = 0;
+  private restFrame = 0;
 
   constructor(private opts: SideBySideOptions) {
     this.status = h("span.gv-status");
@@ -171,7 +177,12 @@ export class SideBySide {
       nodeEls: new Map(), clusterEls: new Map(), held: null, far: false, w: 0, h: 0,
     };
     if (typeof ResizeObserver !== "undefined") {
-      new ResizeObserver(() => { this.panes[side].w = 0; this.origins.clear(); this.scheduleTransform(); }).observe(body);
+      // A resize is not motion: the next frame draws the view at rest (unless a motion is under way; it ends at rest).
+      new ResizeObserver(() => {
+        this.panes[side].w = 0;
+        this.origins.clear();
+        if (!this.moving && !this.restFrame) this.restFrame = requestAnimationFrame(() => { this.restFrame = 0; if (!this.moving) this.applyTransform(); });
+      }).observe(body);
     }
     this.bindMinimap(mini, body);
     this.bindPanZoom(body);
@@ -407,7 +418,7 @@ export class SideBySide {
    * SVG layer's boxes brought up to date with the view (added and removed, not rebuilt) when it has moved out of the
    * rectangle they cover.
    */
-  private render(side: Side): void {
+  private render(side: Side, moving = false): void {
     const pane = this.panes[side];
     const scene = this.scenes[side];
     const { w, h: hgt } = this.paneSize(side);
@@ -423,7 +434,11 @@ export class SideBySide {
     c.setTransform(1, 0, 0, 1, 0, 0);
     c.clearRect(0, 0, cw, ch);
     const { x: tx, y: ty, k } = this.t;
-    pane.vp.setAttribute("transform", `translate(${tx},${ty}) scale(${k})`);
+    if (!moving) {
+      const tr = `translate(${tx},${ty}) scale(${k})`;
+      if (pane.vp.getAttribute("transform") !== tr) pane.vp.setAttribute("transform", tr);
+      if (pane.svg.style.visibility) pane.svg.style.visibility = "";
+    }
     if (!scene || !w) return;
     const far = k < FAR_ZOOM;
     // The world rectangle in view.
@@ -469,7 +484,18 @@ export class SideBySide {
     c.lineWidth = 1;
     c.stroke();
 
+    if (moving && !far) {
+      // While the view moves, the boxes and labels are painted here too and the SVG layer is hidden and left alone:
+      // changing anything in it (even one transform) makes the browser walk the whole page again each frame, which
+      // costs more than a frame when the page is big (thousands of candidate rows); a canvas repaint does not.
+      this.paintBoxes(c, side, scene, view, X, Y, k, color);
+      return;
+    }
     if (far) {
+      if (moving) {
+        this.paintFar(c, scene, view, X, Y, k, color);
+        return;
+      }
       // Far out: the boxes on the canvas, one fill per kind, no labels; the SVG layer is empty.
       if (!pane.far || pane.held) {
         replace(pane.nodeLayer);
@@ -479,30 +505,7 @@ export class SideBySide {
         pane.held = null;
         pane.far = true;
       }
-      const kinds: Record<string, Path2D> = {};
-      const add = (kind: string, b: Box) => {
-        (kinds[kind] ??= new Path2D()).rect(X(b.x), Y(b.y), Math.max(1, b.w * k), Math.max(1, b.h * k));
-      };
-      let sel: Box | null = null;
-      for (const it of scene.units) {
-        if (!hit(it.b)) continue;
-        if (it.u.id === this.selected) sel = it.b;
-        add(!it.present ? "ghost" : it.conv ? "conv" : it.changed ? "changed" : it.u.kind === "scope" ? "scope" : "op", it.b);
-      }
-      const fills: Record<string, string> = {
-        ghost: color("--line", "#e0e0e0"), op: color("--node-line", "#9e9e9e"), scope: color("--scope-line", "#90a4ae"),
-        changed: color("--blue", "#1976d2"), conv: "#f57c00",
-      };
-      for (const kind of ["ghost", "op", "scope", "changed", "conv"]) {
-        if (!kinds[kind]) continue;
-        c.fillStyle = fills[kind];
-        c.fill(kinds[kind]);
-      }
-      if (sel) {
-        c.strokeStyle = "#1565c0";
-        c.lineWidth = 2;
-        c.strokeRect(X(sel.x) - 2, Y(sel.y) - 2, Math.max(1, sel.w * k) + 4, Math.max(1, sel.h * k) + 4);
-      }
+      this.paintFar(c, scene, view, X, Y, k, color);
       return;
     }
     pane.far = false;
@@ -543,6 +546,87 @@ export class SideBySide {
     pane.held = hold;
   }
 
+  /** Far out: every box in view as a flat rectangle, one fill per kind, no labels. */
+  private paintFar(c: CanvasRenderingContext2D, scene: Scene, view: Rect, X: (x: number) => number, Y: (y: number) => number,
+    k: number, color: (name: string, dflt: string) => string): void {
+    const hit = (b: Box) => b.x <= view.x1 && b.x + b.w >= view.x0 && b.y <= view.y1 && b.y + b.h >= view.y0;
+    const kinds: Record<string, Path2D> = {};
+    const add = (kind: string, b: Box) => {
+      (kinds[kind] ??= new Path2D()).rect(X(b.x), Y(b.y), Math.max(1, b.w * k), Math.max(1, b.h * k));
+    };
+    let sel: Box | null = null;
+    for (const it of scene.units) {
+      if (!hit(it.b)) continue;
+      if (it.u.id === this.selected) sel = it.b;
+      add(!it.present ? "ghost" : it.conv ? "conv" : it.changed ? "changed" : it.u.kind === "scope" ? "scope" : "op", it.b);
+    }
+    const fills: Record<string, string> = {
+      ghost: color("--line", "#e0e0e0"), op: color("--node-line", "#9e9e9e"), scope: color("--scope-line", "#90a4ae"),
+      changed: color("--blue", "#1976d2"), conv: "#f57c00",
+    };
+    for (const kind of ["ghost", "op", "scope", "changed", "conv"]) {
+      if (!kinds[kind]) continue;
+      c.fillStyle = fills[kind];
+      c.fill(kinds[kind]);
+    }
+    if (sel) {
+      c.strokeStyle = "#1565c0";
+      c.lineWidth = 2;
+      c.strokeRect(X(sel.x) - 2, Y(sel.y) - 2, Math.max(1, sel.w * k) + 4, Math.max(1, sel.h * k) + 4);
+    }
+  }
+
+  /** Near: every box in view with its label, as the SVG layer draws it (painted while the view moves). */
+  private paintBoxes(c: CanvasRenderingContext2D, side: Side, scene: Scene, view: Rect, X: (x: number) => number,
+    Y: (y: number) => number, k: number, color: (name: string, dflt: string) => string): void {
+    const hit = (b: Box) => b.x <= view.x1 && b.x + b.w >= view.x0 && b.y <= view.y1 && b.y + b.h >= view.y0;
+    const convFill = side === "unfrozen" ? "#ffcc80" : color("--tb-orange-light", "#ffe0b2");
+    const kinds: Record<string, { fill: string; stroke: string; width: number; path: Path2D }> = {};
+    const style: Record<string, [string, string, number]> = {
+      ghost: ["", color("--line", "#e0e0e0"), 1],
+      op: [color("--bg", "#ffffff"), color("--node-line", "#9e9e9e"), 1],
+      scope: [color("--scope", "#eceff1"), color("--scope-line", "#90a4ae"), 1],
+      changed: [color("--bg", "#ffffff"), color("--blue", "#1976d2"), 1.5],
+      conv: [convFill, "#f57c00", 2],
+      selected: ["", "#1565c0", 3],
+    };
+    const labels: Array<[string, number, number]> = [];
+    for (const it of scene.units) {
+      if (!hit(it.b)) continue;
+      const kind = !it.present ? "ghost" : it.conv ? "conv" : it.changed ? "changed" : it.u.kind === "scope" ? "scope" : "op";
+      const [fill, stroke, width] = style[kind];
+      const entry = (kinds[kind] ??= { fill, stroke, width, path: new Path2D() });
+      const b = it.b;
+      entry.path.rect(X(b.x), Y(b.y), b.w * k, b.h * k);
+      if (it.u.id === this.selected) {
+        const [, st, wd] = style.selected;
+        (kinds.selected ??= { fill: "", stroke: st, width: wd, path: new Path2D() }).path.rect(X(b.x), Y(b.y), b.w * k, b.h * k);
+      }
+      if (it.present) labels.push([clip(tail(it.u.name, it.u.cluster), 15), X(b.x + 6), Y(b.y + (it.u.kind === "scope" ? 15 : 17))]);
+    }
+    for (const kind of ["ghost", "op", "scope", "changed", "conv", "selected"]) {
+      const e = kinds[kind];
+      if (!e) continue;
+      if (e.fill) {
+        c.fillStyle = e.fill;
+        c.fill(e.path);
+      }
+      c.strokeStyle = e.stroke;
+      c.lineWidth = e.width * k;
+      c.stroke(e.path);
+    }
+    c.fillStyle = color("--ink", "#212121");
+    c.font = `${11 * k}px Roboto, sans-serif`;
+    c.textBaseline = "alphabetic";
+    for (const [text, x, y] of labels) c.fillText(text, x, y);
+    c.fillStyle = color("--ink-2", "#616161");
+    for (const cl of scene.clusters) {
+      const b = cl.b;
+      if (!hit({ x: b.x, y: b.y, w: b.w, h: 22 })) continue;
+      c.fillText("▾ " + tail(cl.path, parentOf(cl.path)), X(b.x + 8), Y(b.y + 15));
+    }
+  }
+
   // ---- pan / zoom, shared by both panes ----
 
   private bindPanZoom(body: HTMLElement): void {
@@ -562,8 +646,9 @@ export class SideBySide {
       const dx = e.clientX - drag.x;
       const dy = e.clientY - drag.y;
       if (!drag.moved && Math.abs(dx) + Math.abs(dy) < 4) return;
+      // (Only when it changes: even re-adding a class the element has is a style change the browser pays for.)
+      if (!drag.moved) body.classList.add("panning");
       drag.moved = true;
-      body.classList.add("panning");
       this.t.x = drag.tx + dx;
       this.t.y = drag.ty + dy;
       this.scheduleTransform();
@@ -585,9 +670,15 @@ export class SideBySide {
     this.scheduleTransform();
   }
 
+  /** The zoom buttons: one step, drawn at rest at once (not as motion). */
   zoomBy(f: number): void {
-    const { body } = this.panes.frozen;
-    this.zoomAt(body.clientWidth / 2, body.clientHeight / 2, f);
+    const { w, h: hgt } = this.paneSize("frozen");
+    this.zoomAt(w / 2, hgt / 2, f);
+    if (this.frame) {
+      cancelAnimationFrame(this.frame);
+      this.frame = 0;
+    }
+    this.applyTransform();
   }
 
   /** Fits the graph's width in the pane (never shrinks it to a sliver to fit its height): pan down for the rest. */
@@ -644,12 +735,34 @@ export class SideBySide {
     this.applyTransform();
   }
 
+  /** A frame of continuous motion (wheel, drag, minimap): painted on the canvases only, the SVG layer hidden; once
+   * the motion has stopped for a moment, the view is drawn at rest (labelled SVG boxes for the new view). */
   private scheduleTransform(): void {
+    this.lastInput = performance.now();
     if (this.frame) return;
-    this.frame = requestAnimationFrame(() => { this.frame = 0; this.applyTransform(); });
+    this.frame = requestAnimationFrame(() => {
+      this.frame = 0;
+      if (!this.moving) {
+        this.moving = true;
+        for (const side of SIDES) this.panes[side].svg.style.visibility = "hidden";
+      }
+      for (const side of SIDES) this.render(side, true);
+      this.drawMinimapViewport();
+      clearTimeout(this.settleTimer);
+      // At rest once no input came for SETTLE_MS (timed from the input, not from this frame: the first frame of a
+      // motion, which hides the SVG layer, may itself be slow on a big page).
+      const settle = (): void => {
+        const idle = performance.now() - this.lastInput;
+        if (idle < SETTLE_MS) this.settleTimer = window.setTimeout(settle, SETTLE_MS - idle);
+        else this.applyTransform();
+      };
+      this.settleTimer = window.setTimeout(settle, SETTLE_MS);
+    });
   }
 
   private applyTransform(): void {
+    this.moving = false;
+    clearTimeout(this.settleTimer);
     // One transform for both panes: each repaints its canvas for the view and updates its SVG layer's transform
     // (and, when the view left what that layer holds, its boxes). Called at most once per frame while panning.
     for (const side of SIDES) this.render(side);
