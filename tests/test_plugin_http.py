@@ -10,6 +10,8 @@ import io
 import json
 import os
 import shutil
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -231,6 +233,43 @@ def _npz(**arrays) -> bytes:
 
 def post_probe(client, model: str, data: bytes, content_type: str = "application/octet-stream", headers=XSRF):
     return client.post(f"{BASE}/probe?model={model}", data=data, content_type=content_type, headers=headers)
+
+
+def _hold_lock(plugin, model_id: str, purpose: str, seconds: float) -> threading.Thread:
+    """Another TensorBoard on this logdir holding the model's lock (a separate Outputs, as another process has)."""
+    from tb_unfreeze.plugin.outputs import Outputs
+
+    taken = threading.Event()
+
+    def hold() -> None:
+        with Outputs(plugin.outputs.logdir).lock(model_id, wait=True, purpose=purpose):
+            taken.set()
+            time.sleep(seconds)
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    assert taken.wait(10)
+    return thread
+
+
+def test_a_conversion_waits_for_the_frozen_run_being_logged_but_not_for_another_conversion(client, plugin):
+    """Clicking Convert while the plugin logs the frozen graph run (large graphs: seconds) converts once that is
+    done; a conversion by another TensorBoard is refused at once, in one sentence."""
+    from tb_unfreeze.plugin.outputs import CONVERTING, LOGGING
+
+    holder = _hold_lock(plugin, REGRESSION, LOGGING, 2.0)
+    started = time.monotonic()
+    done = wait_done(plugin, convert(client, {"model": REGRESSION, "verify": False}).json["job"]["id"])
+    assert done["state"] == "done", done["error"]
+    assert time.monotonic() - started >= 1.5  # it did wait
+    holder.join()
+
+    holder = _hold_lock(plugin, REGRESSION, CONVERTING, 3.0)
+    started = time.monotonic()
+    failed = wait_done(plugin, convert(client, {"model": REGRESSION, "verify": False}).json["job"]["id"])
+    assert failed["state"] == "failed" and "being converted by another TensorBoard" in failed["error"]
+    assert time.monotonic() - started < 2.5  # at once, not after the other conversion
+    holder.join()
 
 
 def test_a_probe_uploaded_from_the_tab_is_what_verification_runs_on(client, plugin, logdir):

@@ -35,6 +35,8 @@ from tb_unfreeze.plugin.security import check_model_id, is_within
 logger = logging.getLogger(__name__)
 
 CONVERSIONS_SUBDIR = "conversions"
+CONVERTING, LOGGING = "convert", "log"  # why the model's lock is held (written into the lock file)
+LOGGING_PATIENCE_S = 120.0  # how long a conversion waits for the frozen graph run being logged
 PROBES_SUBDIR = "probes"
 _PROBE = re.compile(r"[0-9a-f]{16}")
 MAX_PROBE_INFLATED = 1 << 30
@@ -248,7 +250,7 @@ class Outputs:
         if self.has_run(model.id, metadata.FROZEN_RUN, newer_than=model.mtime):
             return
         try:
-            with self.lock(model.id, wait=False):
+            with self.lock(model.id, wait=False, purpose=LOGGING):
                 _log_graphs(self.logdir, model.id, frozen=graph)
         except BusyError:
             pass  # another TensorBoard converts it and logs both runs
@@ -256,21 +258,48 @@ class Outputs:
             logger.warning("unfreeze: cannot log the frozen graph of %s: %s", model.id, e)
 
     @contextlib.contextmanager
-    def lock(self, model_id: str, wait: bool) -> Iterator[None]:
-        """An exclusive lock on the model's output folder, shared by every TensorBoard on this logdir."""
+    def lock(self, model_id: str, wait: bool, purpose: str = CONVERTING,
+             on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+        """An exclusive lock on the model's output folder, shared by every TensorBoard on this logdir.
+
+        The holder writes its purpose into the lock file. Without `wait`, a lock held for a conversion is a
+        BusyError at once, but one held to log the frozen graph run (seconds, done by whichever TensorBoard
+        lists the model first) is waited for, up to LOGGING_PATIENCE_S (`on_wait` is called once then)."""
         model_dir = self.model_dir(model_id)
         os.makedirs(model_dir, exist_ok=True)
         fd = os.open(os.path.join(model_dir, metadata.LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
         try:
+            self._acquire(fd, model_id, wait, on_wait)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, purpose.encode(), 0)
+                yield
+            finally:
+                os.ftruncate(fd, 0)  # released: nobody's purpose
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _acquire(fd: int, model_id: str, wait: bool, on_wait: Callable[[], None] | None) -> None:
+        if wait:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return
+        deadline, told = time.monotonic() + LOGGING_PATIENCE_S, False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
             except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace")
+            # An empty file: the holder has just taken the lock and not yet said why; ask again shortly.
+            if holder not in (LOGGING, "") or time.monotonic() > deadline:
                 raise BusyError(
                     f"{model_id} is being converted by another TensorBoard on this logdir; wait for it to finish."
                 ) from None
-            yield
-        finally:
-            os.close(fd)
+            if on_wait is not None and not told:
+                on_wait()
+                told = True
+            time.sleep(0.2)
 
     def convert(self, model: ModelFile, request: ConversionRequest, client: dict,
                 progress: Callable[[str, float], None]) -> dict:
@@ -287,7 +316,8 @@ class Outputs:
         }
         from tb_unfreeze.worker import convert_in_subprocess  # noqa: PLC0415
 
-        with self.lock(model.id, wait=False):  # a refusal here (BusyError) is not a conversion: no history line
+        waiting = lambda: progress("waiting for the frozen graph run to be logged", 0.0)  # noqa: E731
+        with self.lock(model.id, wait=False, on_wait=waiting):  # a refusal (BusyError) is no conversion: no history
             try:
                 self.archive_current(model.id)  # the conversion about to replace it stays openable from the history
             except OSError as e:
