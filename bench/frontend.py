@@ -71,36 +71,9 @@ def measure(path: str, logdir: str, loads: int = 5) -> dict:
         os.link(path, os.path.join(logdir, model_id))
     except OSError:
         shutil.copyfile(path, os.path.join(logdir, model_id))
-    port = _free_port()
-    exe = shutil.which("tensorboard")
-    cmd = [exe] if exe else [sys.executable, "-m", "tensorboard.main"]
-    log = open(os.path.join(os.path.dirname(logdir), "tensorboard.log"), "wb")
-    proc = subprocess.Popen(cmd + ["--logdir", logdir, "--host", "127.0.0.1", "--port", str(port),
-                                   "--reload_interval", "1"], stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"tensorboard exited with {proc.returncode}")
-            try:
-                if _get_json(base + "/data/plugins_listing").get("unfreeze"):
-                    break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError("tensorboard did not list the unfreeze plugin within 120 s")
-            time.sleep(0.5)
-        api = base + "/data/plugin/unfreeze"
-        job = _get_json(api + "/convert", json.dumps({"model": model_id, "verify": False}).encode())["job"]
-        deadline = time.time() + 600
-        while job.get("state") in ("queued", "running"):
-            if time.time() > deadline:
-                raise RuntimeError("the conversion did not finish within 600 s")
-            time.sleep(1)
-            job = _get_json(api + "/jobs?id=" + urllib.parse.quote(job["id"]))["job"]
-        if job.get("state") != "done":
-            raise RuntimeError(f"conversion through the plugin failed: {job}")
+    log_path = os.path.join(os.path.dirname(logdir), "tensorboard.log")
+    with _tensorboard(logdir, log_path) as base:
+        _convert(base, model_id, timeout=600)
         url = base + "/#unfreeze&unfreeze_model=" + urllib.parse.quote(model_id, safe="")
         times, shell = [], []
         with sync_api.sync_playwright() as p:
@@ -120,14 +93,6 @@ def measure(path: str, logdir: str, loads: int = 5) -> dict:
                     page.close()
             finally:
                 browser.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
     rest = sorted(times[1:]) or times
     return {"seconds": sorted(times)[len(times) // 2], "first": times[0], "later": rest[len(rest) // 2],
             "all": times, "shell": sorted(shell)[len(shell) // 2]}
@@ -318,18 +283,13 @@ def _convert(base: str, model_id: str, timeout: float = 1800) -> float:
     api = base + "/data/plugin/unfreeze"
     t0 = time.perf_counter()
     deadline = time.time() + timeout
-    while True:
-        job = _get_json(api + "/convert", json.dumps({"model": model_id, "verify": False}).encode())["job"]
-        while job.get("state") in ("queued", "running"):
-            if time.time() > deadline:
-                raise RuntimeError(f"the conversion of {model_id} did not finish within {timeout:.0f} s")
-            time.sleep(1)
-            job = _get_json(api + "/jobs?id=" + urllib.parse.quote(job["id"]))["job"]
-        # The plugin holds the model's lock while it logs the frozen graph's run for the Graphs dashboard (seconds on
-        # a 20k-node graph, started when the model is first listed): a conversion asked meanwhile is refused.
-        if "being converted by another" not in str(job.get("error")) or time.time() > deadline:
-            break
-        time.sleep(2)
+    # (A conversion asked while the plugin logs the frozen graph's run waits for it: no retry needed.)
+    job = _get_json(api + "/convert", json.dumps({"model": model_id, "verify": False}).encode())["job"]
+    while job.get("state") in ("queued", "running"):
+        if time.time() > deadline:
+            raise RuntimeError(f"the conversion of {model_id} did not finish within {timeout:.0f} s")
+        time.sleep(1)
+        job = _get_json(api + "/jobs?id=" + urllib.parse.quote(job["id"]))["job"]
     if job.get("state") != "done":
         raise RuntimeError(f"conversion of {model_id} through the plugin failed: {job}")
     return time.perf_counter() - t0
