@@ -21,9 +21,11 @@ browser:
 demo: setup
 	$(BIN)/tb-unfreeze demo --logdir out
 
-# Lint (pyproject.toml [tool.ruff]) before the tests: a finding fails `make test`.
+# Lint and format check (pyproject.toml [tool.ruff]) before the tests: a finding fails `make test`.
+# `$(BIN)/ruff format .` formats the code.
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # The tab's typecheck, its Node tests and the committed bundle against a fresh build (installs Node when missing).
 frontend-check:
@@ -31,6 +33,7 @@ frontend-check:
 
 test: setup browser
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	.ci/frontend-check
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q tests
 

@@ -3,7 +3,8 @@ from setuptools import find_packages, setup
 setup(
     name="tb_unfreeze",
     version="0.1.0",
-    description="Turn a frozen TensorFlow graph back into a trainable, verified model; an Unfreeze tab for TensorBoard.",
+    description="Turn a frozen TensorFlow graph back into a trainable, verified model; an Unfreeze tab for "
+    "TensorBoard.",
     packages=find_packages(include=["tb_unfreeze", "tb_unfreeze.*"]),
     package_data={"tb_unfreeze.plugin": ["static/*", "static/**/*"]},
     include_package_data=True,

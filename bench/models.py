@@ -56,7 +56,9 @@ def _keras_app(tf, spec: Spec):
     keras.utils.set_random_seed(0)
     model = getattr(keras.applications, spec.arg)(weights=None, input_shape=(spec.input_hw, spec.input_hw, 3))
     fn = tf.function(lambda x: model(x, training=False))
-    concrete = fn.get_concrete_function(tf.TensorSpec([None, spec.input_hw, spec.input_hw, 3], tf.float32, name="input"))
+    concrete = fn.get_concrete_function(
+        tf.TensorSpec([None, spec.input_hw, spec.input_hw, 3], tf.float32, name="input")
+    )
     return _freeze_v2(tf, concrete)
 
 
@@ -64,12 +66,14 @@ def _lstm(tf, spec: Spec):
     import keras  # noqa: PLC0415
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((32, 64)),
-        keras.layers.LSTM(256, return_sequences=True),
-        keras.layers.LSTM(256),
-        keras.layers.Dense(10),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((32, 64)),
+            keras.layers.LSTM(256, return_sequences=True),
+            keras.layers.LSTM(256),
+            keras.layers.Dense(10),
+        ]
+    )
     fn = tf.function(lambda x: model(x, training=False))
     concrete = fn.get_concrete_function(tf.TensorSpec([None, 32, 64], tf.float32, name="input"))
     return _freeze_v2(tf, concrete, lower_control_flow=spec.arg == "lowered")
@@ -86,8 +90,9 @@ def _tf1(tf, spec: Spec):
         h = x
         for i, width in enumerate((1024, 1024, 512)):
             with v1.variable_scope(f"fc{i}"):
-                w = v1.get_variable("weights", [h.shape[1], width], initializer=v1.glorot_uniform_initializer(),
-                                    use_resource=False)
+                w = v1.get_variable(
+                    "weights", [h.shape[1], width], initializer=v1.glorot_uniform_initializer(), use_resource=False
+                )
                 b = v1.get_variable("biases", [width], initializer=v1.zeros_initializer(), use_resource=False)
                 h = tf.nn.relu(tf.matmul(h, w) + b)
                 h = v1.nn.dropout(h, keep_prob=keep_prob)
@@ -125,5 +130,10 @@ def freeze(spec: Spec, write: bool) -> dict:
         with open(tmp, "wb") as f:
             f.write(data)
         os.replace(tmp, spec.path)
-    return {"seconds": seconds + serialize, "freeze_call": seconds, "serialize": serialize, "bytes": len(data),
-            "nodes": len(graph_def.node)}
+    return {
+        "seconds": seconds + serialize,
+        "freeze_call": seconds,
+        "serialize": serialize,
+        "bytes": len(data),
+        "nodes": len(graph_def.node),
+    }

@@ -51,11 +51,16 @@ def targets(res: dict) -> list[tuple[str, str, str, str]]:
     if worst:
         ok = all(v <= 1.5 for v in ratios.values())
         wf = max(file_ratios.items(), key=lambda kv: kv[1])
-        rows.append(("inspect_model ≤ 1.5× bare `GraphDef.ParseFromString` of the bytes (models ≥ 10 MB)", "≤ 1.5×",
-                     f"worst {worst[1]:.2f}× ({worst[0]})" + (
-                         f"; ResNet50 {ratios['ResNet50']:.2f}×" if "ResNet50" in ratios else "")
-                     + f". Against reading + parsing the file: worst {wf[1]:.2f}× ({wf[0]})",
-                     "met" if ok else "missed"))
+        rows.append(
+            (
+                "inspect_model ≤ 1.5× bare `GraphDef.ParseFromString` of the bytes (models ≥ 10 MB)",
+                "≤ 1.5×",
+                f"worst {worst[1]:.2f}× ({worst[0]})"
+                + (f"; ResNet50 {ratios['ResNet50']:.2f}×" if "ResNet50" in ratios else "")
+                + f". Against reading + parsing the file: worst {wf[1]:.2f}× ({wf[0]})",
+                "met" if ok else "missed",
+            )
+        )
 
     def need(name, fn):
         if name not in m:
@@ -65,35 +70,46 @@ def targets(res: dict) -> list[tuple[str, str, str, str]]:
     def cli(r):
         v = _med(r, "cli_inspect")
         return ("met" if v < 1.5 else "missed"), _s(v)
+
     verdict, text = need("ResNet50", cli)
     rows.append(("`tb-unfreeze inspect ResNet50.pb --json`, whole process", "< 1.5 s", text, verdict))
 
     def vs_freeze(r):
         q = _ratio(_med(r, "convert"), _med(r, "freeze"))
         return ("met" if q <= 0.5 else "missed"), f"{_x(q)} ({_s(_med(r, 'convert'))} vs {_s(_med(r, 'freeze'))})"
+
     verdict, text = need("ResNet50", vs_freeze)
     rows.append(("convert ResNet50, verify=False, vs TF's freeze", "≤ 0.5×", text, verdict))
     for name in ("MobileNetV2", "ResNet50"):
+
         def vs_recipe(r):
             if "recipe" not in r:
                 return "n/a", "recipe skipped"
             q = _ratio(_med(r, "recipe"), _med(r, "convert"))
-            return ("met" if q >= 20 else "missed"), f"{q:.1f}× faster ({_s(_med(r, 'recipe'))} vs {_s(_med(r, 'convert'))})"
+            return (
+                "met" if q >= 20 else "missed"
+            ), f"{q:.1f}× faster ({_s(_med(r, 'recipe'))} vs {_s(_med(r, 'convert'))})"
+
         verdict, text = need(name, vs_recipe)
         rows.append((f"convert {name}, verify=False, vs the published recipe", "≥ 20× faster", text, verdict))
 
     def vs_floor(r):
         q = _ratio(_med(r, "convert"), _med(r, "io_floor"))
         return ("met" if q <= 3 else "missed"), f"{_x(q)} ({_s(_med(r, 'convert'))} vs {_s(_med(r, 'io_floor'))})"
+
     verdict, text = need("VGG16", vs_floor)
-    rows.append(("convert VGG16, verify=False, vs the I/O floor (parse + write the weight bytes)", "≤ 3×", text,
-                 verdict))
+    rows.append(
+        ("convert VGG16, verify=False, vs the I/O floor (parse + write the weight bytes)", "≤ 3×", text, verdict)
+    )
 
     def mem(r):
         above = r["convert"]["rss_mb"] - imp["rss_mb"]
         q = above / (r["bytes"] / MB)
-        return ("met" if q <= 3 else "missed"), (f"{q:.2f}× ({above:.0f} MB above `import tensorflow`'s "
-                                                  f"{imp['rss_mb']:.0f} MB, file {r['bytes'] / MB:.0f} MB)")
+        return ("met" if q <= 3 else "missed"), (
+            f"{q:.2f}× ({above:.0f} MB above `import tensorflow`'s "
+            f"{imp['rss_mb']:.0f} MB, file {r['bytes'] / MB:.0f} MB)"
+        )
+
     verdict, text = need("VGG16", mem)
     rows.append(("convert VGG16 peak RSS above a bare `import tensorflow`", "≤ 3× file size", text, verdict))
     p = res.get("plugin", {})
@@ -102,16 +118,27 @@ def targets(res: dict) -> list[tuple[str, str, str, str]]:
     else:
         w = p["warm"]["median"]
         note = "" if p["model"] == "ResNet50" else f" (on {p['model']}: ResNet50 not in this run)"
-        rows.append((f"`/candidates` on {p['model']}, warm", "≤ 300 ms",
-                     f"{_s(w)} warm, {_s(p['cold']['median'])} cold{note}",
-                     ("met" if w <= 0.3 else "missed") if p["model"] == "ResNet50" else "n/a"))
+        rows.append(
+            (
+                f"`/candidates` on {p['model']}, warm",
+                "≤ 300 ms",
+                f"{_s(w)} warm, {_s(p['cold']['median'])} cold{note}",
+                ("met" if w <= 0.3 else "missed") if p["model"] == "ResNet50" else "n/a",
+            )
+        )
     f = res.get("frontend", {})
     if "skipped" in f:
         rows.append(("side-by-side view of ResNet50 drawn", "≤ 2 s", f["skipped"], "not measured"))
     else:
         d = f["drawn"]["median"]
-        rows.append((f"side-by-side view of {f['model']} drawn (headless Chromium)", "≤ 2 s", _s(d),
-                     ("met" if d <= 2 else "missed") if f["model"] == "ResNet50" else "n/a"))
+        rows.append(
+            (
+                f"side-by-side view of {f['model']} drawn (headless Chromium)",
+                "≤ 2 s",
+                _s(d),
+                ("met" if d <= 2 else "missed") if f["model"] == "ResNet50" else "n/a",
+            )
+        )
     return rows
 
 
@@ -160,8 +187,9 @@ def render(res: dict) -> str:
     ]
     for name, r in m.items():
         rec = _med(r, "recipe")
-        ver = _s(_med(r, "convert_verify")) + ("" if r.get("verified") else
-                                               f" (not verified: {r.get('verify_note') or 'failed'})")
+        ver = _s(_med(r, "convert_verify")) + (
+            "" if r.get("verified") else f" (not verified: {r.get('verify_note') or 'failed'})"
+        )
         if "error" in r["convert_verify"]:
             ver = f"**crashed**: `{r['convert_verify']['error'][:160]}`"
         out.append(
@@ -204,8 +232,9 @@ def render(res: dict) -> str:
             f"| {name} | {size:.1f} | {r['parse']['rss_mb']:.0f} | {r['inspect']['rss_mb']:.0f} | "
             f"{r['cli_inspect']['rss_mb']:.0f} | {r['convert']['rss_mb']:.0f} | {above:.2f}× | "
             f"{r['convert_verify'].get('rss_mb', 0):.0f} | {r['freeze']['rss_mb']:.0f} | "
-            f"{r['recipe']['rss_mb']:.0f} |" if "recipe" in r else
-            f"| {name} | {size:.1f} | {r['parse']['rss_mb']:.0f} | {r['inspect']['rss_mb']:.0f} | "
+            f"{r['recipe']['rss_mb']:.0f} |"
+            if "recipe" in r
+            else f"| {name} | {size:.1f} | {r['parse']['rss_mb']:.0f} | {r['inspect']['rss_mb']:.0f} | "
             f"{r['cli_inspect']['rss_mb']:.0f} | {r['convert']['rss_mb']:.0f} | {above:.2f}× | "
             f"{r['convert_verify'].get('rss_mb', 0):.0f} | {r['freeze']['rss_mb']:.0f} | – |"
         )
@@ -228,10 +257,18 @@ def render(res: dict) -> str:
             f"{_med(r, 'convert') * 1000 / mb:.0f} | {_med(r, 'convert') * 1000 / kn:.0f} | "
             f"{_med(r, 'freeze') * 1000 / kn:.0f} |"
         )
-    out += ["", "| step | a (s) | b (ms per MB) | c (ms per 1k nodes) | R² | worst residual |",
-            "|---|---:|---:|---:|---:|---:|"]
-    for key, label in (("parse", "bare parse"), ("inspect", "inspect_model"), ("convert", "convert (no verify)"),
-                       ("convert_verify", "convert (verify)"), ("freeze", "TF freeze")):
+    out += [
+        "",
+        "| step | a (s) | b (ms per MB) | c (ms per 1k nodes) | R² | worst residual |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, label in (
+        ("parse", "bare parse"),
+        ("inspect", "inspect_model"),
+        ("convert", "convert (no verify)"),
+        ("convert_verify", "convert (verify)"),
+        ("freeze", "TF freeze"),
+    ):
         fit = _fit([(r["bytes"] / MB, r["nodes"] / 1000, _med(r, key)) for r in m.values() if _med(r, key)])
         if fit is None:
             out.append(f"| {label} | – | – | – | – | too few models in this run |")
@@ -246,7 +283,8 @@ def render(res: dict) -> str:
         out.append(
             f"- `GET /data/plugin/unfreeze/candidates?model={p['model']}.pb` through `TensorBoardWSGI` (werkzeug test "
             f"client), a fresh plugin per run: cold (first request: parse + inspect) {_s(p['cold']['median'])}, warm "
-            f"(median of 9 further requests) {_s(p['warm']['median'])}; peak {p['cold']['rss_mb']:.0f} MB.")
+            f"(median of 9 further requests) {_s(p['warm']['median'])}; peak {p['cold']['rss_mb']:.0f} MB."
+        )
     if "skipped" in f:
         out.append(f"- Side-by-side view: not measured ({f['skipped']}).")
     else:
@@ -254,7 +292,8 @@ def render(res: dict) -> str:
             f"- Side-by-side view of {f['model']} (converted through the plugin first) in headless Chromium, a real "
             f"`tensorboard` process: navigation to `#unfreeze&unfreeze_model=...` → converted nodes drawn in the "
             f"unfrozen pane, median of {f['loads']} page loads {_s(f['drawn']['median'])} (first {_s(f['first'])}); "
-            f"of that, TensorBoard's own page until the plugin's iframe has loaded: {_s(f['shell'])}.")
+            f"of that, TensorBoard's own page until the plugin's iframe has loaded: {_s(f['shell'])}."
+        )
     out += ["", "## Why the missed targets are missed", "", *analysis(res)]
     return "\n".join(out) + "\n"
 
@@ -269,12 +308,15 @@ def analysis(res: dict) -> list[str]:
         parts = []
         for r in big:
             run = _median_run(r["inspect"])
-            parts.append(f"{r['name']} {_x(_ratio(_med(r, 'inspect'), _med(r, 'parse')))}: parse "
-                         f"{_s(_med(r, 'parse'))}, load (read + parse + checks) {_s(run.get('load'))}, analysis "
-                         f"{_s(run.get('analysis'))}")
+            parts.append(
+                f"{r['name']} {_x(_ratio(_med(r, 'inspect'), _med(r, 'parse')))}: parse "
+                f"{_s(_med(r, 'parse'))}, load (read + parse + checks) {_s(run.get('load'))}, analysis "
+                f"{_s(run.get('analysis'))}"
+            )
         notes.append(
             "- **inspect vs bare parse.** Two costs the baseline does not have (median run of each model: "
-            + "; ".join(parts) + "). (1) Reading the file: the bare parse starts from bytes already in memory, "
+            + "; ".join(parts)
+            + "). (1) Reading the file: the bare parse starts from bytes already in memory, "
             "inspect_model must read them, page-faulting a fresh buffer the size of the file; on byte-heavy "
             "graphs (VGG16, ResNet50, InceptionV3) that is most of the gap. Parsing an `mmap` of the file would "
             "drop it, but a file truncated while mapped kills the process with SIGBUS and the plugin parses files "
@@ -283,7 +325,8 @@ def analysis(res: dict) -> list[str]:
             "about 25–70 µs per node: it grows with nodes, not bytes (see the fit), so on node-heavy, byte-light "
             "graphs (MobileNetV2, EfficientNetB0, DenseNet121: 10–30 ms to parse, 1000–3500 nodes) the ratio is "
             "4–7×. A ratio bound only holds where bytes dominate; per node, inspect is linear (R² of the fit "
-            "below).")
+            "below)."
+        )
     r = m.get("ResNet50")
     if r and missed("convert ResNet50, verify=False, vs TF"):
         t = _median_run(r["convert"]).get("timings", {})
@@ -297,15 +340,20 @@ def analysis(res: dict) -> list[str]:
             "TensorFlow prune and plan the whole graph again per variable: fixed in commit 284b5d1 (MobileNetV2 "
             "convert 16.6 s → about 4 s, ResNet50 build-and-save 8.2 s → about 4 s). Closing the rest of the "
             "gap means emitting the variables' ops as one GraphDef, importing it once and rebuilding the Variable "
-            "objects from VariableDefs: a larger change to conversion.py than a benchmark fix.")
-    if missed("convert MobileNetV2, verify=False, vs the published") or missed("convert ResNet50, verify=False, vs the published"):
+            "objects from VariableDefs: a larger change to conversion.py than a benchmark fix."
+        )
+    if missed("convert MobileNetV2, verify=False, vs the published") or missed(
+        "convert ResNet50, verify=False, vs the published"
+    ):
         parts = []
         for name in ("MobileNetV2", "ResNet50"):
             r = m.get(name)
             if r and "recipe" in r:
                 t = _median_run(r["recipe"]).get("timings", {})
-                parts.append(f"{name}: recipe {_s(_med(r, 'recipe'))}, of which {_s(t.get('session_runs'))} "
-                             f"in its per-candidate Session runs; convert {_s(_med(r, 'convert'))}")
+                parts.append(
+                    f"{name}: recipe {_s(_med(r, 'recipe'))}, of which {_s(t.get('session_runs'))} "
+                    f"in its per-candidate Session runs; convert {_s(_med(r, 'convert'))}"
+                )
         notes.append(
             "- **convert vs the published recipe.** " + "; ".join(parts) + ". The recipe's cost is its one "
             "Session.run per candidate (each re-plans the graph); convert avoids that (its variables are written "
@@ -314,7 +362,8 @@ def analysis(res: dict) -> list[str]:
             "(see the step table: 'build and save' is almost all of it). The recipe is faster here than the "
             "figure in the issue (87 s for ResNet50), so the ratio is measured against a stronger baseline; "
             "reaching 20× on a graph as small as MobileNetV2 would mean writing the SavedModel protos and the "
-            "checkpoint (TensorBundle) without TensorFlow's graph machinery.")
+            "checkpoint (TensorBundle) without TensorFlow's graph machinery."
+        )
     r = m.get("VGG16")
     if r and missed("convert VGG16, verify=False, vs the I/O floor"):
         t = _median_run(r["convert"]).get("timings", {})
@@ -327,7 +376,8 @@ def analysis(res: dict) -> list[str]:
             "TensorFlow (a copy into the variable's buffer) and written by the Saver, and the source file is read "
             "once more for its sha256. Building the arrays as `np.frombuffer` views of the bytes (read-only is "
             "enough: they are only fed) would drop one file-sized copy from both time and peak memory; not done "
-            "in this session.")
+            "in this session."
+        )
     if r and missed("convert VGG16 peak"):
         notes.append(
             f"- **VGG16 peak memory.** convert peaks at {r['convert']['rss_mb']:.0f} MB for a "
@@ -335,7 +385,8 @@ def analysis(res: dict) -> list[str]:
             "bytes stay in the protobuf arena even after the Const nodes are removed from the graph, since the "
             "arena is freed only with the whole message), the NumPy copies of the values and TensorFlow's "
             "variable buffers are all alive, plus the transient copies made by `tf.make_ndarray` and the feed "
-            "(see above for the copy that can go).")
+            "(see above for the copy that can go)."
+        )
     f = res.get("frontend", {})
     if "drawn" in f and f["drawn"]["median"] > 2:
         notes.append(
@@ -343,14 +394,16 @@ def analysis(res: dict) -> list[str]:
             "TensorBoard's own shell (its Polymer app, plugin listing, the plugin iframe) before the tab's code "
             "runs; the rest is the tab fetching the model list, the candidates and both graphs, and laying out "
             "and drawing them. The shell's share is outside this project; the browser also competes with the "
-            "tensorboard process for the same 2 shared cores.")
+            "tensorboard process for the same 2 shared cores."
+        )
     crashed = [(n, r["convert_verify"]["error"]) for n, r in m.items() if "error" in r.get("convert_verify", {})]
     for name, error in crashed:
         notes.append(
             f"- **convert with verification crashed on {name}** (not a performance issue; reported, not fixed "
             f"here): `{error}`. The frozen Keras swish activation keeps its `IdentityN` (from "
             "`tf.custom_gradient`), which has no registered gradient, and verification's gradient check does not "
-            "catch the `LookupError`.")
+            "catch the `LookupError`."
+        )
     if not notes:
         notes.append("- Every measured target is met in this run.")
     return notes

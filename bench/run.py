@@ -72,16 +72,22 @@ def repeat(n: int, what: str, fn) -> list[dict]:
     runs = []
     for i in range(n):
         runs.append(fn())
-        log(f"  {what} [{i + 1}/{n}] {runs[-1].get('seconds', runs[-1]['wall']):.3f} s, "
-            f"peak {runs[-1]['maxrss_kb'] / 1024:.0f} MB")
+        log(
+            f"  {what} [{i + 1}/{n}] {runs[-1].get('seconds', runs[-1]['wall']):.3f} s, "
+            f"peak {runs[-1]['maxrss_kb'] / 1024:.0f} MB"
+        )
     return runs
 
 
 def summary(runs: list[dict], key: str = "seconds") -> dict:
     values = [r[key] for r in runs]
     return {
-        "median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values),
-        "rss_mb": statistics.median(r["maxrss_kb"] for r in runs) / 1024, "runs": runs,
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+        "rss_mb": statistics.median(r["maxrss_kb"] for r in runs) / 1024,
+        "runs": runs,
     }
 
 
@@ -102,7 +108,10 @@ def bench_model(spec: M.Spec, reps: int, results: dict) -> dict:
     for i in range(n_freeze):
         write = "1" if not os.path.exists(spec.path) else "0"
         freezes.append(run_step("freeze", spec.name, write))
-        log(f"  freeze [{i + 1}/{n_freeze}] {freezes[-1]['seconds']:.3f} s, peak {freezes[-1]['maxrss_kb'] / 1024:.0f} MB")
+        log(
+            f"  freeze [{i + 1}/{n_freeze}] {freezes[-1]['seconds']:.3f} s, "
+            f"peak {freezes[-1]['maxrss_kb'] / 1024:.0f} MB"
+        )
     r["freeze"] = summary(freezes)
     r["bytes"] = os.path.getsize(spec.path)
     r["parse"] = summary(repeat(reps, "parse", lambda: run_step("parse", spec.path)))
@@ -112,11 +121,13 @@ def bench_model(spec: M.Spec, reps: int, results: dict) -> dict:
     r["candidates"] = r["inspect"]["runs"][0]["recommended"]
     r["cli_inspect"] = summary(repeat(reps, "tb-unfreeze inspect --json (process)", lambda: cli_inspect(spec.path)))
     out = os.path.join(OUT, spec.name)
-    r["convert"] = summary(repeat(2 if big else reps, "convert verify=False",
-                                  lambda: run_step("convert", spec.path, out, "0")))
+    r["convert"] = summary(
+        repeat(2 if big else reps, "convert verify=False", lambda: run_step("convert", spec.path, out, "0"))
+    )
     try:
-        r["convert_verify"] = summary(repeat(1 if big else reps, "convert verify=True",
-                                             lambda: run_step("convert", spec.path, out, "1")))
+        r["convert_verify"] = summary(
+            repeat(1 if big else reps, "convert verify=True", lambda: run_step("convert", spec.path, out, "1"))
+        )
         r["verified"] = r["convert_verify"]["runs"][0].get("verified")
         r["verify_note"] = r["convert_verify"]["runs"][0].get("verify_note")
     except RuntimeError as e:  # a crash of convert itself is a finding, not the end of the benchmark
@@ -124,7 +135,9 @@ def bench_model(spec: M.Spec, reps: int, results: dict) -> dict:
         log(f"  convert verify=True FAILED: {last}")
         r["convert_verify"] = {"error": last}
         r["verified"], r["verify_note"] = False, f"convert raised {last}"
-    r["io_floor"] = summary(repeat(2 if big else reps, "I/O floor", lambda: run_step("io_floor", spec.path, out + "-floor")))
+    r["io_floor"] = summary(
+        repeat(2 if big else reps, "I/O floor", lambda: run_step("io_floor", spec.path, out + "-floor"))
+    )
     if spec.name in RECIPE_MODELS and not results.get("skip_recipe"):
         n = min(reps, 2) if spec.name == "ResNet50" else reps
         r["recipe"] = summary(repeat(n, "published recipe", lambda: run_step("recipe", spec.path, out + "-recipe")))
@@ -138,8 +151,9 @@ def bench_plugin(spec: M.Spec, reps: int) -> dict:
     if not os.path.exists(os.path.join(ROOT, "tb_unfreeze", "plugin", "plugin.py")):
         return {"skipped": "the plugin backend (tb_unfreeze/plugin/) does not exist yet"}
     logdir = os.path.join(M.CACHE, "plugin_logdir")
-    runs = repeat(reps, f"plugin /candidates on {spec.name} (cold + 9 warm)",
-                  lambda: run_step("plugin", spec.path, logdir, "9"))
+    runs = repeat(
+        reps, f"plugin /candidates on {spec.name} (cold + 9 warm)", lambda: run_step("plugin", spec.path, logdir, "9")
+    )
     shutil.rmtree(logdir, ignore_errors=True)
     return {"model": spec.name, "cold": summary(runs, "cold"), "warm": summary(runs, "warm")}
 
@@ -151,19 +165,30 @@ def bench_frontend(spec: M.Spec, reps: int) -> dict:
     if reason:
         return {"skipped": reason}
     logdir = os.path.join(M.CACHE, "frontend", "logdir")
-    runs = repeat(1, f"side-by-side view of {spec.name} in headless Chromium (one TensorBoard, {reps + 2} page loads)",
-                  lambda: run_step("frontend", spec.path, logdir, str(reps + 2)))
+    runs = repeat(
+        1,
+        f"side-by-side view of {spec.name} in headless Chromium (one TensorBoard, {reps + 2} page loads)",
+        lambda: run_step("frontend", spec.path, logdir, str(reps + 2)),
+    )
     shutil.rmtree(os.path.dirname(logdir), ignore_errors=True)
-    return {"model": spec.name, "drawn": summary(runs), "first": runs[0]["first"], "later": runs[0]["later"],
-            "shell": runs[0]["shell"], "loads": len(runs[0]["all"])}
+    return {
+        "model": spec.name,
+        "drawn": summary(runs),
+        "first": runs[0]["first"],
+        "later": runs[0]["later"],
+        "shell": runs[0]["shell"],
+        "loads": len(runs[0]["all"]),
+    }
 
 
 def git_commit() -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "tb_unfreeze", "bench"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "tb_unfreeze", "bench"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
         return head + (" (+ uncommitted changes in tb_unfreeze/ or bench/)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -188,9 +213,12 @@ def machine() -> str:
             return md.version(pkg)
         except md.PackageNotFoundError:
             return "-"
-    return (f"{os.cpu_count()} cores ({cpu}), {mem_gb:.0f} GB RAM, Linux {platform.release()}, Python "
-            f"{platform.python_version()}, tensorflow-cpu {v('tensorflow-cpu')}, keras {v('keras')}, "
-            f"tensorboard {v('tensorboard')}, protobuf {v('protobuf')}")
+
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {mem_gb:.0f} GB RAM, Linux {platform.release()}, Python "
+        f"{platform.python_version()}, tensorflow-cpu {v('tensorflow-cpu')}, keras {v('keras')}, "
+        f"tensorboard {v('tensorboard')}, protobuf {v('protobuf')}"
+    )
 
 
 def main(argv=None) -> int:
@@ -199,8 +227,11 @@ def main(argv=None) -> int:
     p.add_argument("--models", help="comma-separated subset of: " + ", ".join(m.name for m in M.MODELS))
     p.add_argument("--reps", type=int, default=3, help="runs per step (medians are reported; VGG16 uses fewer)")
     p.add_argument("--no-recipe", action="store_true", help="skip the published-recipe baseline")
-    p.add_argument("--output", default=os.path.join(ROOT, "docs", "benchmarks.md"),
-                   help="markdown file to write ('-' to only print)")
+    p.add_argument(
+        "--output",
+        default=os.path.join(ROOT, "docs", "benchmarks.md"),
+        help="markdown file to write ('-' to only print)",
+    )
     p.add_argument("--json", help="also write the raw results here")
     p.add_argument("--render", metavar="RESULTS.json", help="only re-render the table from a --json file")
     args = p.parse_args(argv)
@@ -219,10 +250,16 @@ def main(argv=None) -> int:
     started = time.time()
     results: dict = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine(), "commit": git_commit(), "reps": args.reps, "quick": args.quick,
-        "command": "python -m bench.run" + (" --quick" if args.quick else "") + (
-            f" --models {args.models}" if args.models else "") + (f" --reps {args.reps}" if args.reps != 3 else ""),
-        "skip_recipe": args.no_recipe, "models": {},
+        "machine": machine(),
+        "commit": git_commit(),
+        "reps": args.reps,
+        "quick": args.quick,
+        "command": "python -m bench.run"
+        + (" --quick" if args.quick else "")
+        + (f" --models {args.models}" if args.models else "")
+        + (f" --reps {args.reps}" if args.reps != 3 else ""),
+        "skip_recipe": args.no_recipe,
+        "models": {},
     }
     log("import tensorflow alone (reference)")
     results["import_tf"] = summary(repeat(args.reps, "import tensorflow", lambda: run_step("import_tf")))

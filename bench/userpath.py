@@ -50,8 +50,10 @@ def _reps(n: int, what: str, fn) -> list[dict]:
     runs = []
     for i in range(n):
         runs.append(fn())
-        log(f"  {what} [{i + 1}/{n}] {runs[-1].get('seconds', runs[-1]['wall']):.2f} s, "
-            f"peak {runs[-1]['maxrss_kb'] / 1024:.0f} MB")
+        log(
+            f"  {what} [{i + 1}/{n}] {runs[-1].get('seconds', runs[-1]['wall']):.2f} s, "
+            f"peak {runs[-1]['maxrss_kb'] / 1024:.0f} MB"
+        )
     return runs
 
 
@@ -69,8 +71,9 @@ def baseline_tree(rev: str) -> str:
     """A detached git worktree of `rev` under bench/.cache/ (made once, reused)."""
     path = os.path.join(M.CACHE, "baseline-" + rev)
     if not os.path.isdir(path):
-        subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", path, rev], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["git", "-C", ROOT, "worktree", "add", "--detach", path, rev], check=True, stdout=subprocess.DEVNULL
+        )
     return path
 
 
@@ -82,8 +85,13 @@ def run_step_at(root: str, step: str, *args: str) -> dict:
     try:
         with tempfile.TemporaryFile() as err:
             t0 = time.perf_counter()
-            proc = subprocess.Popen([sys.executable, "-m", "bench.worker", step, result, *args], env=env, cwd=root,
-                                    stdout=subprocess.DEVNULL, stderr=err)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "bench.worker", step, result, *args],
+                env=env,
+                cwd=root,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
             _, status, usage = os.wait4(proc.pid, 0)
             wall = time.perf_counter() - t0
             if os.waitstatus_to_exitcode(status) != 0:
@@ -97,8 +105,9 @@ def run_step_at(root: str, step: str, *args: str) -> dict:
     return data
 
 
-def bench_model(name: str, reps: int, browser: bool = True, baseline: str | None = None,
-                library_only: bool = False) -> dict:
+def bench_model(
+    name: str, reps: int, browser: bool = True, baseline: str | None = None, library_only: bool = False
+) -> dict:
     spec = M.BY_NAME[name]
     big = name == "VGG16"
     n = 1 if big else reps
@@ -110,12 +119,15 @@ def bench_model(name: str, reps: int, browser: bool = True, baseline: str | None
     out = os.path.join(OUT, name + "-userpath")
     r["convert"], r["convert_baseline"] = [], []
     for i in range(n):  # the current code, then the baseline's, in turn: both see the same load
-        r["convert"] += _reps(1, f"convert verify=True (library) {i + 1}/{n}",
-                              lambda: run_step("convert", spec.path, out, "1"))
+        r["convert"] += _reps(
+            1, f"convert verify=True (library) {i + 1}/{n}", lambda: run_step("convert", spec.path, out, "1")
+        )
         if baseline:
-            r["convert_baseline"] += _reps(1, f"convert verify=True at {baseline} {i + 1}/{n}",
-                                           lambda: run_step_at(baseline_tree(baseline), "convert", spec.path,
-                                                               out + "-baseline", "1"))
+            r["convert_baseline"] += _reps(
+                1,
+                f"convert verify=True at {baseline} {i + 1}/{n}",
+                lambda: run_step_at(baseline_tree(baseline), "convert", spec.path, out + "-baseline", "1"),
+            )
     shutil.rmtree(out + "-baseline", ignore_errors=True)
     if library_only:
         shutil.rmtree(out, ignore_errors=True)
@@ -124,8 +136,10 @@ def bench_model(name: str, reps: int, browser: bool = True, baseline: str | None
     logdir = os.path.join(M.CACHE, "userpath_logdir")
     r["tab"] = run_step("plugin_convert", spec.path, logdir, "2")
     for i, click in enumerate(r["tab"]["runs"]):
-        log(f"  tab click {i + 1}: {click['seconds']:.2f} s to done (worker pid {click['pid']}, TensorFlow import "
-            f"{click['ready']['import_seconds'] if click['ready'] else '?'} s before the click)")
+        log(
+            f"  tab click {i + 1}: {click['seconds']:.2f} s to done (worker pid {click['pid']}, TensorFlow import "
+            f"{click['ready']['import_seconds'] if click['ready'] else '?'} s before the click)"
+        )
     if browser:
         from bench import frontend  # noqa: PLC0415
 
@@ -189,8 +203,10 @@ def render(results: dict) -> str:
         "done; two page loads, one click each.",
     ]
     if base:
-        lines.append(f"- *before* (`--baseline {base}`): convert+verify with the code of commit {base}, each run right "
-                     "after a run of the current code (same load); *after*: the current code.")
+        lines.append(
+            f"- *before* (`--baseline {base}`): convert+verify with the code of commit {base}, each run right "
+            "after a run of the current code (same load); *after*: the current code."
+        )
     lines += [
         "",
         "| model | file | freeze | fwd+bwd | convert+verify | ÷ (freeze + fwd+bwd) | target ≤ 2× | CLI process | "
@@ -211,31 +227,45 @@ def render(results: dict) -> str:
         lines.append(
             f"| {name} | {mb:.1f} MB | {_fmt(freeze)} | {_fmt(fb)} ({steady:.2f} s) | {_fmt(conv)} | {ratio:.2f}× | "
             f"{ok} | {cli} | {_fmt(clicks[0]) if clicks else '–'} | {_fmt(clicks[1]) if len(clicks) > 1 else '–'} | "
-            f"{f'{clicks[0] / conv:.2f}×' if clicks else '–'} | {_browser(r)} | {above:.0f} MB ({above / mb:.2f}×) |")
-        notes.append(f"- {name}, convert+verify steps (s, median run): {_steps(_median_run(r['convert']))}"
-                     f"; verification status {_median_run(r['convert']).get('status', '?')}.")
+            f"{f'{clicks[0] / conv:.2f}×' if clicks else '–'} | {_browser(r)} | {above:.0f} MB ({above / mb:.2f}×) |"
+        )
+        notes.append(
+            f"- {name}, convert+verify steps (s, median run): {_steps(_median_run(r['convert']))}"
+            f"; verification status {_median_run(r['convert']).get('status', '?')}."
+        )
         if r.get("convert_baseline"):
             old = _median(r["convert_baseline"])
             old_above = _above(r["convert_baseline"])
-            before.append(f"| {name} | {_fmt(old)} | {old / (freeze + fb):.2f}× | {_fmt(conv)} | {ratio:.2f}× | "
-                          f"{conv / old:.2f}× | {old_above:.0f} MB ({old_above / mb:.2f}×) | "
-                          f"{above:.0f} MB ({above / mb:.2f}×) |")
-            notes.append(f"- {name}, convert+verify steps at {base} (s, median run): "
-                         f"{_steps(_median_run(r['convert_baseline']))}"
-                         f"; verification status {_median_run(r['convert_baseline']).get('status', '?')}.")
+            before.append(
+                f"| {name} | {_fmt(old)} | {old / (freeze + fb):.2f}× | {_fmt(conv)} | {ratio:.2f}× | "
+                f"{conv / old:.2f}× | {old_above:.0f} MB ({old_above / mb:.2f}×) | "
+                f"{above:.0f} MB ({above / mb:.2f}×) |"
+            )
+            notes.append(
+                f"- {name}, convert+verify steps at {base} (s, median run): "
+                f"{_steps(_median_run(r['convert_baseline']))}"
+                f"; verification status {_median_run(r['convert_baseline']).get('status', '?')}."
+            )
         if "tab" in r:
             tab = r["tab"]["runs"][0]
             tab_timings = ", ".join(f"{k} {v:.2f}" for k, v in (tab.get("timings") or {}).items() if v >= 0.01)
             pids = {c["pid"] for c in r["tab"]["runs"]}
-            notes.append(f"- {name}, tab: TensorFlow imported by the warm worker in "
-                         f"{tab['ready']['import_seconds']:.1f} s before the first click; the conversion's own steps "
-                         f"(s): {tab_timings}; worker {'reused' if len(pids) == 1 else 'replaced'} for the second "
-                         "click.")
+            notes.append(
+                f"- {name}, tab: TensorFlow imported by the warm worker in "
+                f"{tab['ready']['import_seconds']:.1f} s before the first click; the conversion's own steps "
+                f"(s): {tab_timings}; worker {'reused' if len(pids) == 1 else 'replaced'} for the second "
+                "click."
+            )
     if before:
-        lines += ["", "Before and after, convert+verify in the same run:", "",
-                  f"| model | before ({base}) | ÷ (freeze + fwd+bwd) | after | ÷ (freeze + fwd+bwd) | after ÷ before | "
-                  "peak RSS above `import tensorflow`, before | after |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|", *before]
+        lines += [
+            "",
+            "Before and after, convert+verify in the same run:",
+            "",
+            f"| model | before ({base}) | ÷ (freeze + fwd+bwd) | after | ÷ (freeze + fwd+bwd) | after ÷ before | "
+            "peak RSS above `import tensorflow`, before | after |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            *before,
+        ]
     lines += ["", *notes, ""]
     lines += ["Targets of issue 12, from the figures above:", "", *_targets(results), END]
     return "\n".join(lines) + "\n"
@@ -250,8 +280,9 @@ def _targets(results: dict) -> list[str]:
         biggest = " and ".join(f"{k} {v:.1f} s" for k, v in top)
         verdict = "met" if conv <= 2 * floor else f"**missed** (largest steps: {biggest})"
         if name != "VGG16":
-            out.append(f"- {name}: convert+verify {conv:.1f} s ≤ 2 × (freeze + fwd+bwd) = {2 * floor:.1f} s: "
-                       f"{verdict}.")
+            out.append(
+                f"- {name}: convert+verify {conv:.1f} s ≤ 2 × (freeze + fwd+bwd) = {2 * floor:.1f} s: {verdict}."
+            )
         click = r["tab"]["runs"][0]["seconds"] if "tab" in r else None
         if "runs" in (r.get("click") or {}):
             click = r["click"]["runs"][0]["seconds"]  # the real thing, when it was measured
@@ -260,14 +291,18 @@ def _targets(results: dict) -> list[str]:
             out.append(f"- {name}: tab click-to-done {click:.1f} s ≤ 2 × convert+verify = {2 * conv:.1f} s: {ok}.")
         if name == "ResNet50" and click is not None:
             ok = "met" if click <= 12 else "**missed**"
-            out.append(f"- {name}: tab click-to-done {click:.1f} s ≤ 12 s: {ok} (the library's convert+verify alone "
-                       f"takes {conv:.1f} s in the same run).")
+            out.append(
+                f"- {name}: tab click-to-done {click:.1f} s ≤ 12 s: {ok} (the library's convert+verify alone "
+                f"takes {conv:.1f} s in the same run)."
+            )
         if name == "VGG16":
             above = _above(r["convert"])
             mb = r["bytes"] / 2**20
-            out.append(f"- VGG16: convert+verify {conv:.1f} s ≤ 20 s: {'met' if conv <= 20 else '**missed**'}; "
-                       f"peak RSS above import {above:.0f} MB ≤ 3 × file = {3 * mb:.0f} MB: "
-                       f"{'met' if above <= 3 * mb else '**missed**'}.")
+            out.append(
+                f"- VGG16: convert+verify {conv:.1f} s ≤ 20 s: {'met' if conv <= 20 else '**missed**'}; "
+                f"peak RSS above import {above:.0f} MB ≤ 3 × file = {3 * mb:.0f} MB: "
+                f"{'met' if above <= 3 * mb else '**missed**'}."
+            )
     if "VGG16" not in results["models"]:
         out.append("- VGG16: not run in this run (`--vgg16`).")
     if results.get("library_only"):
@@ -311,15 +346,23 @@ def main(argv=None) -> int:
     started = time.time()
     results = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": git_commit(), "machine": machine(), "reps": reps, "load": [os.getloadavg()[0]],
-        "command": "python -m bench.userpath" + (" --quick" if args.quick else "") + (
-            " --vgg16" if args.vgg16 else "") + (f" --baseline {args.baseline}" if args.baseline else "") + (
-            " --library-only" if args.library_only else ""), "models": {},
-        "baseline": args.baseline, "library_only": args.library_only,
+        "commit": git_commit(),
+        "machine": machine(),
+        "reps": reps,
+        "load": [os.getloadavg()[0]],
+        "command": "python -m bench.userpath"
+        + (" --quick" if args.quick else "")
+        + (" --vgg16" if args.vgg16 else "")
+        + (f" --baseline {args.baseline}" if args.baseline else "")
+        + (" --library-only" if args.library_only else ""),
+        "models": {},
+        "baseline": args.baseline,
+        "library_only": args.library_only,
     }
     for name in names:
-        results["models"][name] = bench_model(name, reps, browser=not args.no_browser, baseline=args.baseline,
-                                              library_only=args.library_only)
+        results["models"][name] = bench_model(
+            name, reps, browser=not args.no_browser, baseline=args.baseline, library_only=args.library_only
+        )
     results["load"].append(os.getloadavg()[0])
     results["elapsed"] = time.time() - started
     if args.json:

@@ -30,9 +30,9 @@ def step_import_tf() -> dict:
 
 
 def step_freeze(name: str, write: str) -> dict:
-    from bench import models  # noqa: PLC0415
-
     import tensorflow  # noqa: F401, PLC0415
+
+    from bench import models  # noqa: PLC0415
 
     return models.freeze(models.BY_NAME[name], write == "1")
 
@@ -61,8 +61,14 @@ def step_inspect(path: str) -> dict:
     t1 = time.perf_counter()
     d = ins.to_dict()
     t2 = time.perf_counter()
-    return {"seconds": t1 - t0, "load": tl - t0, "analysis": t1 - tl, "to_dict": t2 - t1, "candidates": d["totals"]["candidates"],
-            "recommended": d["totals"]["recommended"]}
+    return {
+        "seconds": t1 - t0,
+        "load": tl - t0,
+        "analysis": t1 - tl,
+        "to_dict": t2 - t1,
+        "candidates": d["totals"]["candidates"],
+        "recommended": d["totals"]["recommended"],
+    }
 
 
 def step_convert(path: str, out: str, verify: str) -> dict:
@@ -78,9 +84,16 @@ def step_convert(path: str, out: str, verify: str) -> dict:
     result = convert(path, out, verify=verify == "1")
     seconds = time.perf_counter() - t0
     ver = result.verification
-    return {"seconds": seconds, "import_tf": import_tf, "base_kb": base, "timings": result.timings,
-            "variables": result.totals["variables"], "verified": ver.passed, "status": ver.status,
-            "verify_note": ver.note}
+    return {
+        "seconds": seconds,
+        "import_tf": import_tf,
+        "base_kb": base,
+        "timings": result.timings,
+        "variables": result.totals["variables"],
+        "verified": ver.passed,
+        "status": ver.status,
+        "verify_note": ver.note,
+    }
 
 
 def step_recipe(path: str, out: str) -> dict:
@@ -151,8 +164,13 @@ def step_plugin(path: str, logdir: str, warm_reps: str) -> dict:
     if stop:
         stop()
     warm = sorted(times[1:])
-    return {"seconds": times[0], "cold": times[0], "warm": warm[len(warm) // 2], "warm_all": times[1:],
-            "response_bytes": len(body)}
+    return {
+        "seconds": times[0],
+        "cold": times[0],
+        "warm": warm[len(warm) // 2],
+        "warm_all": times[1:],
+        "response_bytes": len(body),
+    }
 
 
 def step_frontend(path: str, logdir: str, loads: str = "5") -> dict:
@@ -165,9 +183,8 @@ def step_fwdbwd(name: str, batch: str = "2") -> dict:
     """The floor of any verification: one forward and backward pass of the same Keras model (random weights), loss
     and gradients of every trainable variable in one tf.function. `seconds` is the first call (tracing, graph
     optimisation and the run: verification pays this too, once per path); `steady` the median of 3 later calls."""
-    import tensorflow as tf  # noqa: PLC0415
-
     import keras  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
 
     from bench import models  # noqa: PLC0415
 
@@ -223,8 +240,12 @@ def step_plugin_convert(path: str, logdir: str, clicks: str = "2") -> dict:
         ready = worker.POOL.wait_ready()
         waited = time.perf_counter() - t_open
         t0 = time.perf_counter()
-        r = client.post(f"{api}/convert", data=json.dumps({"model": model_id}), content_type="application/json",
-                        headers={"X-XSRF-Protected": "1"})
+        r = client.post(
+            f"{api}/convert",
+            data=json.dumps({"model": model_id}),
+            content_type="application/json",
+            headers={"X-XSRF-Protected": "1"},
+        )
         if r.status_code != 200:
             raise RuntimeError(f"POST /convert: HTTP {r.status_code}: {r.get_data()[:300]!r}")
         job_id = json.loads(r.get_data())["job"]["id"]
@@ -242,9 +263,18 @@ def step_plugin_convert(path: str, logdir: str, clicks: str = "2") -> dict:
         from tb_unfreeze.contract import ConversionResult  # noqa: PLC0415
 
         result = ConversionResult.from_json(json.loads(client.get(f"{api}/manifest?model={model_id}").get_data()))
-        runs.append({"seconds": seconds, "ready": ready, "waited_for_worker": waited, "steps": steps,
-                     "pid": worker.POOL.last_pid, "timings": result.timings,
-                     "verified": result.verification.passed, "status": result.verification.status})
+        runs.append(
+            {
+                "seconds": seconds,
+                "ready": ready,
+                "waited_for_worker": waited,
+                "steps": steps,
+                "pid": worker.POOL.last_pid,
+                "timings": result.timings,
+                "verified": result.verification.passed,
+                "status": result.verification.status,
+            }
+        )
         t_open = time.perf_counter()
     plugin.stop()
     worker.POOL.shutdown()
@@ -258,9 +288,17 @@ def step_click(path: str, logdir: str, clicks: str = "2") -> dict:
 
 
 STEPS = {
-    "import_tf": step_import_tf, "freeze": step_freeze, "parse": step_parse, "inspect": step_inspect,
-    "convert": step_convert, "recipe": step_recipe, "io_floor": step_io_floor, "plugin": step_plugin,
-    "frontend": step_frontend, "fwdbwd": step_fwdbwd, "plugin_convert": step_plugin_convert,
+    "import_tf": step_import_tf,
+    "freeze": step_freeze,
+    "parse": step_parse,
+    "inspect": step_inspect,
+    "convert": step_convert,
+    "recipe": step_recipe,
+    "io_floor": step_io_floor,
+    "plugin": step_plugin,
+    "frontend": step_frontend,
+    "fwdbwd": step_fwdbwd,
+    "plugin_convert": step_plugin_convert,
     "click": step_click,
 }
 

@@ -17,12 +17,16 @@ def main(argv=None) -> int:
     parser.add_argument("--logdir", default="out")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--shift", choices=SHIFTS, default="invert")
-    parser.add_argument("--batch-norm-trainable", action="store_true",
-                        help="let gradient descent move the batch-norm moving statistics too")
+    parser.add_argument(
+        "--batch-norm-trainable",
+        action="store_true",
+        help="let gradient descent move the batch-norm moving statistics too",
+    )
     args = parser.parse_args(argv)
     try:
-        report = run_finetune(logdir=args.logdir, epochs=args.epochs, shift=args.shift,
-                              batch_norm_trainable=args.batch_norm_trainable)
+        report = run_finetune(
+            logdir=args.logdir, epochs=args.epochs, shift=args.shift, batch_norm_trainable=args.batch_norm_trainable
+        )
     except errors.UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -22,5 +22,14 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'tb_unfreeze' has no attribute {name!r}")
 
 
-__all__ = ["FrozenGraph", "Inspection", "Selection", "convert", "errors", "inspect_graph", "inspect_model",
-           "load_graph", "log_graphs"]
+__all__ = [
+    "FrozenGraph",
+    "Inspection",
+    "Selection",
+    "convert",
+    "errors",
+    "inspect_graph",
+    "inspect_model",
+    "load_graph",
+    "log_graphs",
+]

@@ -53,8 +53,14 @@ class GraphOutput:
         return f"{self.name}:{self.output}"
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "op": self.op, "tensor": self.tensor, "kind": self.kind, "trains": self.trains,
-                "note": self.note}
+        return {
+            "name": self.name,
+            "op": self.op,
+            "tensor": self.tensor,
+            "kind": self.kind,
+            "trains": self.trains,
+            "note": self.note,
+        }
 
 
 @dataclasses.dataclass
@@ -88,10 +94,12 @@ class Inspection:
             )
             problems = self.loop_problems
             if problems:
-                note += ("; no gradient flows back through " + "; ".join(problems) +
-                         ": train on the outputs marked differentiable (the tensors entering those loops)")
-            return {"tf2_eager": True, "keras": True, "tf1_session": True, "note": note,
-                    "tf1_control_flow_v1": True}
+                note += (
+                    "; no gradient flows back through "
+                    + "; ".join(problems)
+                    + ": train on the outputs marked differentiable (the tensors entering those loops)"
+                )
+            return {"tf2_eager": True, "keras": True, "tf1_session": True, "note": note, "tf1_control_flow_v1": True}
         return {"tf2_eager": True, "keras": True, "tf1_session": True, "note": ""}
 
     def candidate(self, name: str) -> Candidate | None:
@@ -191,8 +199,10 @@ def find_inputs(index: GraphIndex) -> list[GraphInput]:
             kind = "unused"
         elif node.op == "PlaceholderWithDefault":
             kind, default = _with_default(index, node, dtype, shape)
-        elif dtype in FLOAT_DTYPES and (declared is None or declared == []) and (
-            _KEEP_PROB.search(node.name) or _feeds_random_branch(index, node.name)
+        elif (
+            dtype in FLOAT_DTYPES
+            and (declared is None or declared == [])
+            and (_KEEP_PROB.search(node.name) or _feeds_random_branch(index, node.name))
         ):
             # (judged on the declared shape: dropout's Sub(1, keep_prob) would make the guess a vector)
             kind, default, shape = "dropout_keep_prob", 1.0, declared
@@ -252,9 +262,14 @@ def find_outputs(index: GraphIndex) -> list[GraphOutput]:
             continue
         behind = _differentiable_source(index, node)
         # a thresholded/decoded sink carries no gradient: the model is trained on what feeds it
-        outputs.append(GraphOutput(node.name, node.op, trains=behind is None,
-                                   note="" if behind is None else f"no gradient flows through {node.op}; train on "
-                                   f"'{behind.name}'"))
+        outputs.append(
+            GraphOutput(
+                node.name,
+                node.op,
+                trains=behind is None,
+                note="" if behind is None else f"no gradient flows through {node.op}; train on '{behind.name}'",
+            )
+        )
         if behind is not None and behind.name not in {o.name for o in outputs}:
             outputs.append(GraphOutput(behind.name, behind.op, kind="differentiable"))
     return outputs
@@ -324,8 +339,13 @@ def _mark_loop_outputs(index: GraphIndex, outputs: list[GraphOutput], loops: lis
         taken = {o.tensor for o in result}
         for name, k in _loop_entries(index, loop, depends):
             node = index.nodes[name]
-            out = GraphOutput(name, node.op, kind="differentiable", output=k,
-                              note=f"enters the while loop '{loop.frame}' ({message.split(' contains ')[-1]})")
+            out = GraphOutput(
+                name,
+                node.op,
+                kind="differentiable",
+                output=k,
+                note=f"enters the while loop '{loop.frame}' ({message.split(' contains ')[-1]})",
+            )
             if out.tensor not in taken and frames.get(name, "") == "":
                 result.append(out)
                 taken.add(out.tensor)
@@ -334,16 +354,38 @@ def _mark_loop_outputs(index: GraphIndex, outputs: list[GraphOutput], loops: lis
 
 # Ops whose output carries no gradient (class ids, masks): a model ending in one is trained on what feeds it.
 NON_DIFFERENTIABLE = frozenset(
-    {"Cast", "Greater", "GreaterEqual", "Less", "LessEqual", "Equal", "NotEqual", "ArgMax", "ArgMin", "Round",
-     "Sign", "Floor", "Ceil"}
+    {
+        "Cast",
+        "Greater",
+        "GreaterEqual",
+        "Less",
+        "LessEqual",
+        "Equal",
+        "NotEqual",
+        "ArgMax",
+        "ArgMin",
+        "Round",
+        "Sign",
+        "Floor",
+        "Ceil",
+    }
 )
 # Decoders: their integer results carry no gradient; the float input (slot 0) is what the model is trained on.
-DECODERS = frozenset({"CTCGreedyDecoder", "CTCBeamSearchDecoder", "TopKV2", "NonMaxSuppressionV3",
-                      "NonMaxSuppressionV4", "NonMaxSuppressionV5"})
+DECODERS = frozenset(
+    {
+        "CTCGreedyDecoder",
+        "CTCBeamSearchDecoder",
+        "TopKV2",
+        "NonMaxSuppressionV3",
+        "NonMaxSuppressionV4",
+        "NonMaxSuppressionV5",
+    }
+)
 # Sinks that densify a decoder's sparse result, and the ops between a decoder and the sink a caller fetches.
 _DECODED_SINKS = frozenset({"SparseToDense", "SparseTensorDenseAdd"})
-_DECODER_PLUMBING = frozenset({"SparseToDense", "SparseTensorDenseAdd", "Identity", "Reshape", "Cast", "Squeeze",
-                               "ExpandDims", "Transpose"})
+_DECODER_PLUMBING = frozenset(
+    {"SparseToDense", "SparseTensorDenseAdd", "Identity", "Reshape", "Cast", "Squeeze", "ExpandDims", "Transpose"}
+)
 
 
 def _differentiable_source(index: GraphIndex, node):
@@ -358,8 +400,9 @@ def _differentiable_source(index: GraphIndex, node):
                 source = index.producer(current, 0)
                 return None if source is None or source.op in R.INPUT_OPS or source.op == "Const" else source
             if current.op in _DECODER_PLUMBING:
-                frontier.extend(p for p in (index.producer(current, s) for s in range(len(current.input)))
-                                if p is not None)
+                frontier.extend(
+                    p for p in (index.producer(current, s) for s in range(len(current.input))) if p is not None
+                )
         return None
     if node.op not in NON_DIFFERENTIABLE:
         return None

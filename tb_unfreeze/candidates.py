@@ -13,8 +13,16 @@ from tensorboard.compat.proto import node_def_pb2
 
 from tb_unfreeze import roles as R
 from tb_unfreeze.graph_index import (
-    FLOAT_DTYPES, QUANTIZED_DTYPES, GraphIndex, Use, const_shape, const_tensor, dtype_name, item_size,
-    num_elements, parent_scope,
+    FLOAT_DTYPES,
+    QUANTIZED_DTYPES,
+    GraphIndex,
+    Use,
+    const_shape,
+    const_tensor,
+    dtype_name,
+    item_size,
+    num_elements,
+    parent_scope,
 )
 
 _READ_VARIABLE = re.compile(r"(^|/)ReadVariableOp(_\d+)?$")
@@ -127,16 +135,23 @@ def _unfused_bn_role(index: GraphIndex, use: Use) -> str:
             if _feeds(index, use.node, frozenset({"Sub"}), slot=1) and not _feeds(index, use.node, frozenset({"Mul"})):
                 return "bn_moving_mean"
             return "bn_gamma"
-        if other is not None and other.op == "Mul" and any(
-            _source_op(index, index.producer(other, s)) is not None
-            and _source_op(index, index.producer(other, s)).op in R.RSQRT_OPS
-            for s in (0, 1)
-        ) and _feeds(index, use.node, frozenset({"Sub"}), slot=1):
+        if (
+            other is not None
+            and other.op == "Mul"
+            and any(
+                _source_op(index, index.producer(other, s)) is not None
+                and _source_op(index, index.producer(other, s)).op in R.RSQRT_OPS
+                for s in (0, 1)
+            )
+            and _feeds(index, use.node, frozenset({"Sub"}), slot=1)
+        ):
             return "bn_moving_mean"
     if op == "Sub" and use.slot == 0:
         other = _other_input(index, use)
-        if other is not None and other.op == "Mul" and any(
-            _feeds_rsqrt_chain(index, _source_op(index, index.producer(other, s))) for s in (0, 1)
+        if (
+            other is not None
+            and other.op == "Mul"
+            and any(_feeds_rsqrt_chain(index, _source_op(index, index.producer(other, s))) for s in (0, 1))
         ):
             return "bn_beta"
     return ""
@@ -185,7 +200,9 @@ def _readable_name(node: node_def_pb2.NodeDef, read_op: str, role: R.Role, uses:
         return name  # TF1 freezer: the const keeps the variable's own name
     last = name.rpartition("/")[2]
     if read_op and not name.endswith("/resource") and not _GENERIC_NAME.match(last):
-        return name  # TF1 freezer, resource variables: the const keeps the variable's name, read by '<op>/ReadVariableOp'
+        return (
+            name  # TF1 freezer, resource variables: the const keeps the variable's name, read by '<op>/ReadVariableOp'
+        )
     if read_op:
         reading = re.sub(r"/ReadVariableOp(_\d+)?$", "", read_op)
         scope = parent_scope(reading) or reading
@@ -270,7 +287,9 @@ def find_candidates(index: GraphIndex, input_dependent: set[str] | None = None) 
                 reason += f" (shared by {linear_uses} ops)"
         elif read_op:
             role_name = "weight"
-            reason = f"read through '{read_op}'; used by {', '.join(sorted({u.node.op for u in reach.uses})) or 'nothing'}"
+            reason = (
+                f"read through '{read_op}'; used by {', '.join(sorted({u.node.op for u in reach.uses})) or 'nothing'}"
+            )
         else:
             if len(shape) == 0 or num_elements(shape) < 2:
                 continue  # epsilons, scales and other scalars
@@ -280,20 +299,25 @@ def find_candidates(index: GraphIndex, input_dependent: set[str] | None = None) 
             reason = f"read through '{read_op}'; " + reason
         role = R.ROLES[role_name]
         recommended = role.recommended or (evidence == "read" and role_name != "quantized_weight")
-        recommendation = (
-            "converted by default" if recommended else f"not converted by default: {role.why_not}"
-        )
+        recommendation = "converted by default" if recommended else f"not converted by default: {role.why_not}"
         if recommended and evidence != "read":
             if constant_filled(node):
                 recommended = False
-                recommendation = ("not converted by default: every element holds the same value, what a freezer "
-                                  "makes of a tf.ones/tf.zeros constant (e.g. batch norm without a learned scale), "
-                                  "not of a trained variable")
-            elif input_dependent is not None and reach.uses and not any(
-                    u.node.name in input_dependent for u in reach.uses):
+                recommendation = (
+                    "not converted by default: every element holds the same value, what a freezer "
+                    "makes of a tf.ones/tf.zeros constant (e.g. batch norm without a learned scale), "
+                    "not of a trained variable"
+                )
+            elif (
+                input_dependent is not None
+                and reach.uses
+                and not any(u.node.name in input_dependent for u in reach.uses)
+            ):
                 recommended = False
-                recommendation = ("not converted by default: it only combines with other constants (a pre-computed "
-                                  "table such as anchors), not with anything computed from the inputs")
+                recommendation = (
+                    "not converted by default: it only combines with other constants (a pre-computed "
+                    "table such as anchors), not with anything computed from the inputs"
+                )
         trainable = role.trainable or (role_name == "other" and evidence == "read")
         if underlying in ("bn_moving_mean", "bn_moving_variance"):
             trainable = False  # a quantized batch-norm statistic is still a statistic
@@ -308,8 +332,11 @@ def find_candidates(index: GraphIndex, input_dependent: set[str] | None = None) 
                 shape=shape,
                 nbytes=num_elements(shape) * item_size(dtype),
                 # a quantized weight's float value is its Dequantize op, named like the original variable
-                variable_name=_sanitize(reach.through_dequantize.name if role_name == "quantized_weight"
-                                        else _readable_name(node, read_op, role, reach.uses)),
+                variable_name=_sanitize(
+                    reach.through_dequantize.name
+                    if role_name == "quantized_weight"
+                    else _readable_name(node, read_op, role, reach.uses)
+                ),
                 reason=reason,
                 recommendation=recommendation,
                 consumers=sorted({u.node.name for u in reach.uses})[:8],

@@ -39,9 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--probe", metavar="FILE.npz", help="probe inputs for verification, keyed by input name")
     s.add_argument("--no-verify", action="store_true", help="skip output and gradient verification")
     s.add_argument("--replace", action="store_true", help="replace a non-empty output directory")
-    s.add_argument("--dequantize", action="store_true",
-                   help="fully quantized graphs: rewrite QuantizedConv2D/QuantizedMatMul on quint8 weights into float "
-                   "ops on float variables, verified against the quantized outputs")
+    s.add_argument(
+        "--dequantize",
+        action="store_true",
+        help="fully quantized graphs: rewrite QuantizedConv2D/QuantizedMatMul on quint8 weights into float "
+        "ops on float variables, verified against the quantized outputs",
+    )
     s.add_argument("--logdir", help="also log the frozen and unfrozen graphs into this TensorBoard logdir")
     s.add_argument("--json", action="store_true", help="print the manifest as JSON only")
 
@@ -57,9 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=6006)
     s.add_argument("--no-serve", action="store_true", help="only prepare the logdir")
 
-    s = sub.add_parser("finetune", help="fine-tune a converted model: `finetune OUT_DIR --data train.npz` (on one "
-                       "machine, or as one worker of the cluster TF_CONFIG describes); without OUT_DIR, the "
-                       "fine-tuning story on the demo model (shifted digits)")
+    s = sub.add_parser(
+        "finetune",
+        help="fine-tune a converted model: `finetune OUT_DIR --data train.npz` (on one "
+        "machine, or as one worker of the cluster TF_CONFIG describes); without OUT_DIR, the "
+        "fine-tuning story on the demo model (shifted digits)",
+    )
     s.add_argument("--logdir", default="out")
     s.add_argument("--epochs", type=int, default=5)
 
@@ -92,8 +98,10 @@ def _cmd_inspect(args) -> int:
 
     console = Console()
     m, t = result["model"], result["totals"]
-    console.print(f"[bold]{m['path']}[/]  {m['format']} GraphDef, {m['nodes']} nodes, {_fmt_bytes(m['size'])}, "
-                  f"control flow: {result['control_flow']}")
+    console.print(
+        f"[bold]{m['path']}[/]  {m['format']} GraphDef, {m['nodes']} nodes, {_fmt_bytes(m['size'])}, "
+        f"control flow: {result['control_flow']}"
+    )
     for i in result["inputs"]:
         if i["kind"] != "unused":
             console.print(f"  input  {i['name']}  {i['dtype']} {i['shape']}  ({i['kind']})")
@@ -107,13 +115,23 @@ def _cmd_inspect(args) -> int:
         table.add_column(col, overflow="fold")
     shown = [c for c in result["candidates"] if c["recommended"] or args.all]
     for c in shown:
-        table.add_row("x" if c["recommended"] else " ", c["variable_name"], c["role"], "yes" if c["trainable"] else "no",
-                      c["dtype"], str(c["shape"]), _fmt_bytes(c["nbytes"]), c["reason"])
+        table.add_row(
+            "x" if c["recommended"] else " ",
+            c["variable_name"],
+            c["role"],
+            "yes" if c["trainable"] else "no",
+            c["dtype"],
+            str(c["shape"]),
+            _fmt_bytes(c["nbytes"]),
+            c["reason"],
+        )
     console.print(table)
     hidden = len(result["candidates"]) - len(shown)
-    console.print(f"{t['recommended']} of {t['candidates']} candidates converted by default: {t['parameters']:,} "
-                  f"parameters ({t['trainable_parameters']:,} trainable), {_fmt_bytes(t['bytes'])}"
-                  + (f"; {hidden} more with --all" if hidden else ""))
+    console.print(
+        f"{t['recommended']} of {t['candidates']} candidates converted by default: {t['parameters']:,} "
+        f"parameters ({t['trainable_parameters']:,} trainable), {_fmt_bytes(t['bytes'])}"
+        + (f"; {hidden} more with --all" if hidden else "")
+    )
     if result["training_paths"]["note"]:
         console.print(f"[yellow]note:[/] {result['training_paths']['note']}")
     return EXIT_OK
@@ -130,13 +148,23 @@ def _progress(enabled: bool):
     return bar, lambda step, fraction: bar.update(task, description=step, completed=fraction)
 
 
+_FD_WORDS = {True: "agrees", False: "DISAGREES", None: "not comparable"}
+ALL_TRAINING_PATHS = "TF2 (GradientTape, Keras fit via tb_unfreeze.keras) and TF1 Session"
+
+
 def _cmd_convert(args) -> int:
     from tb_unfreeze.contract import ConversionRequest  # noqa: PLC0415
 
     request = ConversionRequest(
-        only=args.only, exclude=args.exclude or (), trainable={n: True for n in args.trainable} | {
-            n: False for n in args.frozen}, inputs=args.inputs, outputs=args.outputs, verify=not args.no_verify,
-        probe=args.probe, dequantize=args.dequantize)
+        only=args.only,
+        exclude=args.exclude or (),
+        trainable={n: True for n in args.trainable} | {n: False for n in args.frozen},
+        inputs=args.inputs,
+        outputs=args.outputs,
+        verify=not args.no_verify,
+        probe=args.probe,
+        dequantize=args.dequantize,
+    )
     bar, callback = _progress(not args.json)
     from tb_unfreeze.conversion import convert  # noqa: PLC0415
 
@@ -159,27 +187,36 @@ def _cmd_convert(args) -> int:
         sys.stdout.write("\n")
         return code
     t = result.totals
-    print(f"wrote {result.layout.saved_model}: {t['variables']} variables ({t['trainable_variables']} trainable), "
-          f"{t['trainable_parameters']:,} trainable parameters")
+    print(
+        f"wrote {result.layout.saved_model}: {t['variables']} variables ({t['trainable_variables']} trainable), "
+        f"{t['trainable_parameters']:,} trainable parameters"
+    )
     for note in result.notes:
         print(f"note: {note}")
     if v.performed:
         fd = v.details["gradients"].get("finite_difference") or {}
-        fd_text = (f"; finite-difference check {'agrees' if v.finite_difference else 'DISAGREES' if v.finite_difference is False else 'not comparable'}"
-                   f" (relative error {fd['relative_error']:.2g})" if fd else "")
-        print(f"{v.headline}: outputs max abs diff {v.max_abs_diff:.3g}; gradients reach "
-              f"{v.gradients_checked - len(v.gradients_missing)} of {v.gradients_checked} trainable variables{fd_text}")
+        fd_text = (
+            f"; finite-difference check {_FD_WORDS[v.finite_difference]} (relative error {fd['relative_error']:.2g})"
+            if fd
+            else ""
+        )
+        print(
+            f"{v.headline}: outputs max abs diff {v.max_abs_diff:.3g}; gradients reach "
+            f"{v.gradients_checked - len(v.gradients_missing)} of {v.gradients_checked} trainable variables{fd_text}"
+        )
         for problem in v.problems:
             print(f"  problem: {problem}", file=sys.stderr if code else sys.stdout)
     elif v.requested:
         print(f"NOT VERIFIED: {v.note}", file=sys.stderr)
     else:
         print(f"not verified: {v.note}")
-    print(f"training: {result.training_paths.get('note') or 'TF2 (GradientTape, Keras fit via tb_unfreeze.keras) and TF1 Session'}")
+    print(f"training: {result.training_paths.get('note') or ALL_TRAINING_PATHS}")
     if code:
-        print(f"exit {code}: the conversion was written to {result.out_dir} but is not verified; see "
-              "'problems' above (pass --probe FILE.npz when the inputs need real values, or --no-verify to skip).",
-              file=sys.stderr)
+        print(
+            f"exit {code}: the conversion was written to {result.out_dir} but is not verified; see "
+            "'problems' above (pass --probe FILE.npz when the inputs need real values, or --no-verify to skip).",
+            file=sys.stderr,
+        )
     return code
 
 
@@ -221,8 +258,14 @@ def _cmd_refreeze(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"inspect": _cmd_inspect, "convert": _cmd_convert, "log": _cmd_log, "demo": _cmd_demo,
-            "finetune": _cmd_finetune, "refreeze": _cmd_refreeze}
+COMMANDS = {
+    "inspect": _cmd_inspect,
+    "convert": _cmd_convert,
+    "log": _cmd_log,
+    "demo": _cmd_demo,
+    "finetune": _cmd_finetune,
+    "refreeze": _cmd_refreeze,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,8 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 (the one place internal errors become an exit code)
         if os.environ.get("TB_UNFREEZE_DEBUG"):
             raise
-        print(f"tb-unfreeze: internal error: {type(e).__name__}: {e} (set TB_UNFREEZE_DEBUG=1 for a traceback; "
-              "please report it)", file=sys.stderr)
+        print(
+            f"tb-unfreeze: internal error: {type(e).__name__}: {e} (set TB_UNFREEZE_DEBUG=1 for a traceback; "
+            "please report it)",
+            file=sys.stderr,
+        )
         return EXIT_INTERNAL
 
 

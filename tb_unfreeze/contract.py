@@ -110,16 +110,19 @@ class ConversionRequest:
         }
 
     @classmethod
-    def from_json(cls, data: Any, where: str = "the conversion request",
-                  extra: tuple[str, ...] = ()) -> ConversionRequest:
+    def from_json(
+        cls, data: Any, where: str = "the conversion request", extra: tuple[str, ...] = ()
+    ) -> ConversionRequest:
         """Validate and build; a field of the wrong type or an unknown field is one clear ContractError.
         `extra`: keys the caller handles itself (the HTTP body's `model`)."""
         if not isinstance(data, Mapping):
             raise ContractError(f"{where} must be a JSON object.")
         unknown = sorted(set(data) - set(cls.FIELDS) - {"schema"} - set(extra))
         if unknown:
-            raise ContractError(f"{where}: unknown field(s) {', '.join(map(repr, unknown[:5]))}; allowed: "
-                                f"{', '.join(cls.FIELDS + extra)}.")
+            raise ContractError(
+                f"{where}: unknown field(s) {', '.join(map(repr, unknown[:5]))}; allowed: "
+                f"{', '.join(cls.FIELDS + extra)}."
+            )
         if data.get("schema") not in (None, REQUEST_SCHEMA):
             raise ContractError(f"{where}: schema {data.get('schema')!r} is not {REQUEST_SCHEMA!r}.")
         trainable = data.get("trainable")
@@ -131,8 +134,9 @@ class ConversionRequest:
         if len(trainable) > MAX_NAMES:
             raise ContractError(f"{where}: 'trainable' holds too many names.")
         probe = data.get("probe")
-        if probe is not None and (not isinstance(probe, str) or not probe or len(probe) > MAX_NAME_CHARS
-                                  or "\x00" in probe):
+        if probe is not None and (
+            not isinstance(probe, str) or not probe or len(probe) > MAX_NAME_CHARS or "\x00" in probe
+        ):
             raise ContractError(f"{where}: 'probe' must be the path (or uploaded id) of an .npz of inputs.")
         return cls(
             only=_names(data, "only", where, nullable=True),
@@ -173,8 +177,12 @@ class Layout:
         return os.path.join(self.out_dir, UNFROZEN_GRAPH)
 
     def to_json(self) -> dict:
-        return {"out_dir": self.out_dir, "saved_model": self.saved_model, "saved_model_tf1": self.saved_model_tf1,
-                "unfrozen_graph": self.unfrozen_graph}
+        return {
+            "out_dir": self.out_dir,
+            "saved_model": self.saved_model,
+            "saved_model_tf1": self.saved_model_tf1,
+            "unfrozen_graph": self.unfrozen_graph,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,12 +234,18 @@ class Verification:
         if bool(data.get("passed")) != passed:
             raise ContractError(f"verification says passed={data.get('passed')!r} with status {status!r}.")
         return cls(
-            status=status, requested=bool(data.get("requested", True)), performed=bool(data.get("performed")),
-            passed=passed, note=str(data.get("note") or ""), problems=tuple(data.get("problems") or ()),
-            max_abs_diff=data.get("max_abs_diff"), gradients_checked=int(gradients.get("checked") or 0),
+            status=status,
+            requested=bool(data.get("requested", True)),
+            performed=bool(data.get("performed")),
+            passed=passed,
+            note=str(data.get("note") or ""),
+            problems=tuple(data.get("problems") or ()),
+            max_abs_diff=data.get("max_abs_diff"),
+            gradients_checked=int(gradients.get("checked") or 0),
             gradients_missing=tuple(gradients.get("missing") or ()),
             gradient_errors=tuple(gradients.get("errors") or ()),
-            finite_difference=fd.get("passed") if fd else None, details=dict(data),
+            finite_difference=fd.get("passed") if fd else None,
+            details=dict(data),
         )
 
     def to_json(self) -> dict:
@@ -239,11 +253,19 @@ class Verification:
 
     def summary_json(self) -> dict:
         """The few facts a model list, a job or a history line shows."""
-        return {"status": self.status, "requested": self.requested, "performed": self.performed,
-                "passed": self.passed, "note": self.note, "problems": list(self.problems),
-                "max_abs_diff": self.max_abs_diff, "gradients_checked": self.gradients_checked,
-                "gradients_missing": len(self.gradients_missing), "gradient_errors": len(self.gradient_errors),
-                "finite_difference": self.finite_difference}
+        return {
+            "status": self.status,
+            "requested": self.requested,
+            "performed": self.performed,
+            "passed": self.passed,
+            "note": self.note,
+            "problems": list(self.problems),
+            "max_abs_diff": self.max_abs_diff,
+            "gradients_checked": self.gradients_checked,
+            "gradients_missing": len(self.gradients_missing),
+            "gradient_errors": len(self.gradient_errors),
+            "finite_difference": self.finite_difference,
+        }
 
     @property
     def headline(self) -> str:
@@ -306,8 +328,12 @@ class ConversionResult:
 
     def summary_json(self) -> dict:
         """What a finished job, a history line and the model list show (the tab's `JobResult`)."""
-        return {**self.totals, "verification": self.verification.summary_json(), "out_dir": self.out_dir,
-                "saved_model": self.layout.saved_model}
+        return {
+            **self.totals,
+            "verification": self.verification.summary_json(),
+            "out_dir": self.out_dir,
+            "saved_model": self.layout.saved_model,
+        }
 
     # -- the JSON form --------------------------------------------------------------------------------------------
 
@@ -346,8 +372,10 @@ class ConversionResult:
         if not isinstance(data, Mapping):
             raise ContractError(f"{where} is not a JSON object.")
         if data.get("schema") not in READABLE_MANIFESTS:
-            raise ContractError(f"{where} has schema {data.get('schema')!r}; this tb_unfreeze reads "
-                                f"{', '.join(READABLE_MANIFESTS)}: convert the model again.")
+            raise ContractError(
+                f"{where} has schema {data.get('schema')!r}; this tb_unfreeze reads "
+                f"{', '.join(READABLE_MANIFESTS)}: convert the model again."
+            )
         try:
             out_dir = data["out_dir"]
             request = data.get("request") or {k: v for k, v in (data.get("selection") or {}).items()}
@@ -377,8 +405,9 @@ class ConversionResult:
                 archived=data.get("archived"),
             )
         except (KeyError, TypeError) as e:
-            raise ContractError(f"{where} lacks or mistypes {e} of a tb_unfreeze conversion; convert the model "
-                                "again.") from None
+            raise ContractError(
+                f"{where} lacks or mistypes {e} of a tb_unfreeze conversion; convert the model again."
+            ) from None
 
     # -- files ----------------------------------------------------------------------------------------------------
 
@@ -398,8 +427,11 @@ class ConversionResult:
     def open(cls, path: str | os.PathLike) -> ConversionResult:
         """Read a conversion from its folder, its `unfreeze.json`, or its `saved_model/` folder."""
         path = os.fspath(path)
-        candidates = [path] if path.endswith(".json") else [
-            os.path.join(path, MANIFEST), os.path.join(os.path.dirname(os.path.normpath(path)), MANIFEST)]
+        candidates = (
+            [path]
+            if path.endswith(".json")
+            else [os.path.join(path, MANIFEST), os.path.join(os.path.dirname(os.path.normpath(path)), MANIFEST)]
+        )
         for candidate in candidates:
             if os.path.isfile(candidate):
                 try:
@@ -432,8 +464,11 @@ def read_result(path: str | os.PathLike) -> ConversionResult | None:
 # -- schemas ------------------------------------------------------------------------------------------------------
 
 _STR_LIST = {"type": "array", "items": {"type": "string"}}
-_NAMES = {"type": ["array", "null"], "items": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS},
-          "maxItems": MAX_NAMES}
+_NAMES = {
+    "type": ["array", "null"],
+    "items": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS},
+    "maxItems": MAX_NAMES,
+}
 
 
 def request_schema() -> dict:
@@ -449,8 +484,11 @@ def request_schema() -> dict:
             # null: the default (the recommended candidates; none excluded; detected inputs/outputs; verify)
             "only": _NAMES,
             "exclude": _NAMES,
-            "trainable": {"type": ["object", "null"], "additionalProperties": {"type": "boolean"},
-                          "maxProperties": MAX_NAMES},
+            "trainable": {
+                "type": ["object", "null"],
+                "additionalProperties": {"type": "boolean"},
+                "maxProperties": MAX_NAMES,
+            },
             "inputs": _NAMES,
             "outputs": _NAMES,
             "verify": {"type": ["boolean", "null"]},
@@ -465,9 +503,13 @@ def manifest_schema() -> dict:
         "type": "object",
         "required": [f.name for f in dataclasses.fields(Variable)],
         "properties": {
-            "variable_name": {"type": "string"}, "source": {"type": "string"}, "role": {"type": "string"},
-            "trainable": {"type": "boolean"}, "dtype": {"type": "string"},
-            "shape": {"type": "array", "items": {"type": "integer"}}, "size": {"type": "integer"},
+            "variable_name": {"type": "string"},
+            "source": {"type": "string"},
+            "role": {"type": "string"},
+            "trainable": {"type": "boolean"},
+            "dtype": {"type": "string"},
+            "shape": {"type": "array", "items": {"type": "integer"}},
+            "size": {"type": "integer"},
             "checkpoint_key": {"type": "string"},
         },
     }
@@ -475,13 +517,25 @@ def manifest_schema() -> dict:
         "type": "object",
         "required": ["status", "performed", "passed"],
         "properties": {
-            "status": {"enum": list(STATUSES)}, "performed": {"type": "boolean"}, "passed": {"type": "boolean"},
-            "requested": {"type": "boolean"}, "note": {"type": "string"},
-            "problems": _STR_LIST, "max_abs_diff": {"type": ["number", "null"]},
-            "outputs": {"type": "object"}, "outputs_finite": {"type": "boolean"},
-            "gradients": {"type": "object", "properties": {
-                "checked": {"type": "integer"}, "missing": _STR_LIST, "errors": _STR_LIST,
-                "finite": {"type": "boolean"}, "finite_difference": {"type": ["object", "null"]}}},
+            "status": {"enum": list(STATUSES)},
+            "performed": {"type": "boolean"},
+            "passed": {"type": "boolean"},
+            "requested": {"type": "boolean"},
+            "note": {"type": "string"},
+            "problems": _STR_LIST,
+            "max_abs_diff": {"type": ["number", "null"]},
+            "outputs": {"type": "object"},
+            "outputs_finite": {"type": "boolean"},
+            "gradients": {
+                "type": "object",
+                "properties": {
+                    "checked": {"type": "integer"},
+                    "missing": _STR_LIST,
+                    "errors": _STR_LIST,
+                    "finite": {"type": "boolean"},
+                    "finite_difference": {"type": ["object", "null"]},
+                },
+            },
         },
     }
     path = {"type": "string"}
@@ -490,18 +544,47 @@ def manifest_schema() -> dict:
         "$id": MANIFEST_SCHEMA,
         "title": "ConversionResult (unfreeze.json)",
         "type": "object",
-        "required": ["schema", "source", "out_dir", "saved_model", "saved_model_tf1", "unfrozen_graph", "request",
-                     "variables", "totals", "inputs", "outputs", "signature", "verification"],
+        "required": [
+            "schema",
+            "source",
+            "out_dir",
+            "saved_model",
+            "saved_model_tf1",
+            "unfrozen_graph",
+            "request",
+            "variables",
+            "totals",
+            "inputs",
+            "outputs",
+            "signature",
+            "verification",
+        ],
         "properties": {
             "schema": {"const": MANIFEST_SCHEMA},
-            "source": {"type": "object", "required": [f.name for f in dataclasses.fields(Source)], "properties": {
-                "path": path, "sha256": {"type": "string"}, "size": {"type": "integer"}, "format": {"type": "string"}}},
-            "out_dir": path, "saved_model": path, "saved_model_tf1": path, "unfrozen_graph": path,
+            "source": {
+                "type": "object",
+                "required": [f.name for f in dataclasses.fields(Source)],
+                "properties": {
+                    "path": path,
+                    "sha256": {"type": "string"},
+                    "size": {"type": "integer"},
+                    "format": {"type": "string"},
+                },
+            },
+            "out_dir": path,
+            "saved_model": path,
+            "saved_model_tf1": path,
+            "unfrozen_graph": path,
             "request": {"$ref": "#/$defs/request"},
             "dequantized": {"type": "boolean"},
             "variables": {"type": "array", "items": variable},
-            "totals": {"type": "object", "properties": {k: {"type": "integer"} for k in (
-                "variables", "trainable_variables", "parameters", "trainable_parameters")}},
+            "totals": {
+                "type": "object",
+                "properties": {
+                    k: {"type": "integer"}
+                    for k in ("variables", "trainable_variables", "parameters", "trainable_parameters")
+                },
+            },
             "removed_nodes": _STR_LIST,
             "inputs": {"type": "array", "items": {"type": "object", "required": ["name", "dtype", "shape", "kind"]}},
             "input_defaults": {"type": "object"},

@@ -120,16 +120,24 @@ def find_loops(graph_def) -> list[Loop]:
         if len(conds) != 1:
             raise ControlFlowError(f"the while loop '{name}' has {len(conds)} LoopCond nodes (expected 1)")
         loop_cond = conds[0]
-        switches = [m for m in members if nodes[m].op in SWITCH_OPS and len(nodes[m].input) > 1
-                    and split_input(nodes[m].input[1])[0] == loop_cond]
+        switches = [
+            m
+            for m in members
+            if nodes[m].op in SWITCH_OPS and len(nodes[m].input) > 1 and split_input(nodes[m].input[1])[0] == loop_cond
+        ]
         merges, enters = [], []
         for s in switches:
             merge = nodes.get(split_input(nodes[s].input[0])[0])
             if merge is None or merge.op not in MERGE_OPS:
                 raise ControlFlowError(f"the loop variable switch '{s}' of while loop '{name}' reads no Merge")
-            enter = next((nodes[split_input(x)[0]] for x in merge.input
-                          if nodes.get(split_input(x)[0]) is not None and nodes[split_input(x)[0]].op in ENTER_OPS),
-                         None)
+            enter = next(
+                (
+                    nodes[split_input(x)[0]]
+                    for x in merge.input
+                    if nodes.get(split_input(x)[0]) is not None and nodes[split_input(x)[0]].op in ENTER_OPS
+                ),
+                None,
+            )
             if enter is None:
                 raise ControlFlowError(f"the loop variable '{merge.name}' of while loop '{name}' has no Enter")
             merges.append(merge.name)
@@ -145,13 +153,22 @@ def find_loops(graph_def) -> list[Loop]:
         constant_enters = [m for m in members if nodes[m].op in ENTER_OPS and nodes[m].attr["is_constant"].b]
         some_enter = nodes[enters[0]] if enters else None
         parallel = some_enter.attr["parallel_iterations"].i if some_enter is not None else 10
-        loops.append(Loop(
-            frame=name, parent=parent.get(name, ""), nodes=members, loop_cond=loop_cond, merges=merges,
-            switches=switches, enters=enters, exits=exits, body_identities=identities,
-            constant_enters=constant_enters,
-            cond_switches=[m for m in members if nodes[m].op in SWITCH_OPS and m not in loop_switches],
-            parallel_iterations=int(parallel or 10),
-        ))
+        loops.append(
+            Loop(
+                frame=name,
+                parent=parent.get(name, ""),
+                nodes=members,
+                loop_cond=loop_cond,
+                merges=merges,
+                switches=switches,
+                enters=enters,
+                exits=exits,
+                body_identities=identities,
+                constant_enters=constant_enters,
+                cond_switches=[m for m in members if nodes[m].op in SWITCH_OPS and m not in loop_switches],
+                parallel_iterations=int(parallel or 10),
+            )
+        )
     return loops
 
 
@@ -175,8 +192,10 @@ def complete_loops(graph_def, loops: list[Loop]) -> list[str]:
     for loop in loops:
         for switch in loop.switches:
             # a loop variable's Switch: output 0 leaves the loop (Exit), output 1 enters the body (Identity)
-            for kind, op, output, found in (("exit", "Exit", 0, loop.exits), ("identity", "Identity", 1,
-                                                                             loop.body_identities)):
+            for kind, op, output, found in (
+                ("exit", "Exit", 0, loop.exits),
+                ("identity", "Identity", 1, loop.body_identities),
+            ):
                 if switch in found:
                     continue
                 node = graph_def.node.add()

@@ -66,7 +66,8 @@ def check_graph(graph: FrozenGraph) -> None:
     for node in graph.graph_def.node:
         if node.name in seen:
             raise ConversionError(
-                f"{graph.path} is corrupt: the node name '{node.name[:200]}' appears more than once; re-export the graph."
+                f"{graph.path} is corrupt: the node name '{node.name[:200]}' appears more than once; re-export the "
+                "graph."
             )
         seen.add(node.name)
     nodes = list(graph.graph_def.node)
@@ -208,7 +209,8 @@ def convert(
         step("build and save", 0.4)
         variables = build_and_save(tf, checked, rewritten, tmp)
         verification = Verification.from_json(
-            verify_stage(checked, reference, rewritten.signature, staged, request, lambda name: step(name, 0.8)))
+            verify_stage(checked, reference, rewritten.signature, staged, request, lambda name: step(name, 0.8))
+        )
         step("write manifest", 0.95)
         result = _result(tf, checked, request, layout, variables, verification, rewritten)
         step("done", 1.0)
@@ -226,8 +228,9 @@ def _request(request: ConversionRequest | None, selection: Selection | None, opt
             raise TypeError("convert(): pass a ConversionRequest or its fields as keywords, not both")
         return request
     selection = selection or Selection()
-    return ConversionRequest(only=selection.only, exclude=tuple(selection.exclude),
-                             trainable=dict(selection.trainable), **options)
+    return ConversionRequest(
+        only=selection.only, exclude=tuple(selection.exclude), trainable=dict(selection.trainable), **options
+    )
 
 
 def check(source: str, out_dir: str, request: ConversionRequest, replace: bool) -> Checked:
@@ -244,8 +247,10 @@ def check(source: str, out_dir: str, request: ConversionRequest, replace: bool) 
         )
     if request.dequantize:
         if not quantized:
-            raise SelectionError(f"--dequantize: {source} has no quantized ops (QuantizedConv2D, QuantizedMatMul) "
-                                 "to rewrite; convert it without --dequantize.")
+            raise SelectionError(
+                f"--dequantize: {source} has no quantized ops (QuantizedConv2D, QuantizedMatMul) "
+                "to rewrite; convert it without --dequantize."
+            )
         graph = dataclasses.replace(graph, graph_def=dequantize_graph(graph.graph_def))
     check_graph(graph)
     inspection = inspect_graph(graph)
@@ -256,8 +261,9 @@ def check(source: str, out_dir: str, request: ConversionRequest, replace: bool) 
             "(those not converted by default need --only NAME ...); see `tb-unfreeze inspect`."
         )
     feed_inputs, fetches, trains = _resolve_io(inspection, request.inputs, request.outputs)
-    return Checked(source, out, graph, data, hashlib.sha256(data).hexdigest(), inspection, chosen, feed_inputs,
-                   fetches, trains)
+    return Checked(
+        source, out, graph, data, hashlib.sha256(data).hexdigest(), inspection, chosen, feed_inputs, fetches, trains
+    )
 
 
 def _tensorflow_graph(tf, checked: Checked, request: ConversionRequest):
@@ -292,14 +298,18 @@ def reference_run(tf, checked: Checked, graph_def, quantized_def, probe: str | N
 
     try:
         probes = P.make_probes(checked.feed_inputs, probe, quantized_def or graph_def, checked.fetches)
-        quantized_out = (P.run_frozen(quantized_def, probes, checked.fetches, checked.defaults)
-                         if quantized_def is not None else None)
+        quantized_out = (
+            P.run_frozen(quantized_def, probes, checked.fetches, checked.defaults)
+            if quantized_def is not None
+            else None
+        )
         frozen_out = P.run_frozen(graph_def, probes, checked.fetches, checked.defaults)
     except V.ProbeError as e:
         return Reference({}, {}, note=str(e))
     except (tf.errors.OpError, ValueError) as e:
-        return Reference({}, {}, note=f"the frozen graph does not run on probe inputs: {_first_line(e)}; pass "
-                                      "--probe FILE.npz")
+        return Reference(
+            {}, {}, note=f"the frozen graph does not run on probe inputs: {_first_line(e)}; pass --probe FILE.npz"
+        )
     return Reference(probes, frozen_out, quantized_out)
 
 
@@ -319,16 +329,16 @@ def rewrite_graph(tf, checked: Checked, graph_def) -> Rewrite:
         "inputs": {i.name: in_keys[i.name] for i in feed_inputs},
         "outputs": dict(zip(fetches, out_keys.values())),
     }
-    optional = [i.name for i in checked.inspection.inputs
-                if i.kind == "optional" and i.name not in signature["inputs"]]
+    optional = [i.name for i in checked.inspection.inputs if i.kind == "optional" and i.name not in signature["inputs"]]
     if optional:
         keys = signature_keys([i.name for i in feed_inputs] + optional)
         signature["optional_inputs"] = {n: keys[n] for n in optional}
     return Rewrite(rewritten, values, signature)
 
 
-def verify_stage(checked: Checked, reference: Reference, signature: dict, staged: Layout,
-                 request: ConversionRequest, progress) -> dict:
+def verify_stage(
+    checked: Checked, reference: Reference, signature: dict, staged: Layout, request: ConversionRequest, progress
+) -> dict:
     """The verification record (policy: `verify.verify_conversion`)."""
     if not request.verify:
         return V.not_performed("skipped (--no-verify)", requested=False)
@@ -337,17 +347,29 @@ def verify_stage(checked: Checked, reference: Reference, signature: dict, staged
     progress("verify outputs and gradients")
     ops = checked.inspection.op_counts
     verification = V.verify_conversion(
-        staged, signature,
-        reference.probes, reference.frozen_out, trains=checked.trains, tf1_control_flow_v1=staged.loops,
-        fake_quant="FakeQuantWithMinMaxVars" in ops or "FakeQuantWithMinMaxArgs" in ops, progress=progress,
+        staged,
+        signature,
+        reference.probes,
+        reference.frozen_out,
+        trains=checked.trains,
+        tf1_control_flow_v1=staged.loops,
+        fake_quant="FakeQuantWithMinMaxVars" in ops or "FakeQuantWithMinMaxArgs" in ops,
+        progress=progress,
     )
     if reference.quantized_out is not None:
         V.check_against_quantized(verification, reference.quantized_out, reference.frozen_out)
     return verification
 
 
-def _result(tf, checked: Checked, request: ConversionRequest, layout: Layout, variables: list[Variable],
-            verification: Verification, rewritten: Rewrite) -> ConversionResult:
+def _result(
+    tf,
+    checked: Checked,
+    request: ConversionRequest,
+    layout: Layout,
+    variables: list[Variable],
+    verification: Verification,
+    rewritten: Rewrite,
+) -> ConversionResult:
     inspection, trains = checked.inspection, checked.trains
     graph = checked.described
     return ConversionResult(
@@ -366,9 +388,14 @@ def _result(tf, checked: Checked, request: ConversionRequest, layout: Layout, va
         removed_nodes=rewritten.rewritten.removed,
         notes=inspection.notes,
         control_flow=inspection.control_flow,
-        loops=[{"frame": lp.frame, "loop_variables": len(lp.switches),
-                "gradient": "rebuilt" if not CF.unsupported_loops([lp]) else CF.unsupported_loops([lp])[0]}
-               for lp in inspection.loops],
+        loops=[
+            {
+                "frame": lp.frame,
+                "loop_variables": len(lp.switches),
+                "gradient": "rebuilt" if not CF.unsupported_loops([lp]) else CF.unsupported_loops([lp])[0],
+            }
+            for lp in inspection.loops
+        ],
         training_paths=inspection.training_paths,
         dequantized=request.dequantize,
         versions={"tb_unfreeze": _version(), "tensorflow": tf.__version__, "python": platform.python_version()},
@@ -422,11 +449,18 @@ def build_and_save(tf, checked: Checked, rewrite_: Rewrite, tmp: str) -> list[Va
         value = values[c.candidate.name]
         add_variable_nodes(tf, graph_def, name, value.dtype, value.shape)
         read_of[reserved] = read_tensor(name)
-        records.append({
-            "variable_name": name, "source": c.candidate.name, "role": c.candidate.role,
-            "trainable": c.trainable, "dtype": value.dtype.name, "shape": list(value.shape),
-            "size": int(value.size), "checkpoint_key": name,
-        })
+        records.append(
+            {
+                "variable_name": name,
+                "source": c.candidate.name,
+                "role": c.candidate.role,
+                "trainable": c.trainable,
+                "dtype": value.dtype.name,
+                "shape": list(value.shape),
+                "size": int(value.size),
+                "checkpoint_key": name,
+            }
+        )
     for node in graph_def.node:  # point the consumers at the variables' reads
         for i, raw in enumerate(node.input):
             if raw in read_of:
@@ -440,7 +474,7 @@ def build_and_save(tf, checked: Checked, rewrite_: Rewrite, tmp: str) -> list[Va
         for c, record in zip(rewritten.mapped.values(), records):
             var_list[record["variable_name"]] = attach_variable(tf, graph, record["variable_name"], c.trainable)
         CF.rebuild_contexts(tf, graph, CF.supported(loops))  # saved in the `while_context` collection
-        in_tensors, out_tensors = imported[: len(feed_inputs)], imported[len(feed_inputs):]
+        in_tensors, out_tensors = imported[: len(feed_inputs)], imported[len(feed_inputs) :]
         info = tf.compat.v1.saved_model.utils.build_tensor_info
         sig_in = {signature["inputs"][i.name]: info(t) for i, t in zip(feed_inputs, in_tensors)}
         sig_out = {key: info(t) for key, t in zip(signature["outputs"].values(), out_tensors)}
@@ -476,8 +510,11 @@ def build_and_save(tf, checked: Checked, rewrite_: Rewrite, tmp: str) -> list[Va
             final_values = sess.run({n: v.value() for n, v in var_list.items()}) if loops else None
             builder = tf.compat.v1.saved_model.Builder(tf1_dir)
             builder.add_meta_graph_and_variables(
-                sess, [tf.compat.v1.saved_model.tag_constants.SERVING], signature_def_map=signatures,
-                saver=saver, strip_default_attrs=True,
+                sess,
+                [tf.compat.v1.saved_model.tag_constants.SERVING],
+                signature_def_map=signatures,
+                saver=saver,
+                strip_default_attrs=True,
             )
             builder.save()
         with open(os.path.join(tmp, UNFROZEN_GRAPH), "wb") as f:
@@ -486,7 +523,14 @@ def build_and_save(tf, checked: Checked, rewrite_: Rewrite, tmp: str) -> list[Va
         from tb_unfreeze import tf2_export as T2  # noqa: PLC0415
 
         T2.save_native_for(
-            tf, graph_def, records, final_values, [i.to_dict() for i in feed_inputs], signature, defaults,
-            [t for t in fetches if trains[t]], os.path.join(tmp, SAVED_MODEL),
+            tf,
+            graph_def,
+            records,
+            final_values,
+            [i.to_dict() for i in feed_inputs],
+            signature,
+            defaults,
+            [t for t in fetches if trains[t]],
+            os.path.join(tmp, SAVED_MODEL),
         )
     return [Variable.from_json(r) for r in records]

@@ -62,8 +62,6 @@ def _tf():
     return tf
 
 
-
-
 def train_convnet(digits: Digits, epochs: int = 12, seed: int = SEED):
     """A small Keras 3 convnet (conv, batch norm, conv, dense) trained on the digits; returns the model."""
     tf = _tf()
@@ -82,9 +80,7 @@ def train_convnet(digits: Digits, epochs: int = 12, seed: int = SEED):
         ],
         name="digits_convnet",
     )
-    model.compile(
-        optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
-    )
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     with tf.device("/cpu:0"):
         model.fit(digits.x_train, digits.y_train, batch_size=64, epochs=epochs, verbose=0, shuffle=True)
     return model
@@ -132,9 +128,7 @@ def train_and_freeze_tf1_mlp(digits: Digits, steps: int = 300, seed: int = SEED)
             for _ in range(steps):
                 batch = rng.integers(0, len(x_train), 64)
                 session.run(train_op, {pixels: x_train[batch], labels: digits.y_train[batch]})
-            frozen = v1.graph_util.convert_variables_to_constants(
-                session, graph.as_graph_def(), [TF1_MLP_OUTPUT]
-            )
+            frozen = v1.graph_util.convert_variables_to_constants(session, graph.as_graph_def(), [TF1_MLP_OUTPUT])
     return frozen.SerializeToString(deterministic=True)
 
 
@@ -169,11 +163,20 @@ def model_id_for(path: str) -> str:
 
 
 def serve(logdir: str = "out", host: str = "127.0.0.1", port: int = 6006) -> int:
-    """Run TensorBoard on `logdir` (the Unfreeze tab is a registered plugin) until interrupted; returns its exit code."""
+    """Run TensorBoard on `logdir` (the Unfreeze tab is a registered plugin) until interrupted; returns its exit
+    code."""
     if not os.path.isdir(logdir):
         raise errors.NotFoundError(f"The logdir {logdir} does not exist: run `tb-unfreeze demo --no-serve` first.")
     command = [
-        sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--host", host, "--port", str(port),
+        sys.executable,
+        "-m",
+        "tensorboard.main",
+        "--logdir",
+        logdir,
+        "--host",
+        host,
+        "--port",
+        str(port),
     ]
     print(f"TensorBoard on http://{host}:{port}/#unfreeze (Ctrl-C to stop)", flush=True)
     try:

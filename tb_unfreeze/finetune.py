@@ -103,8 +103,14 @@ def finetune_model(
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model, layer = build_model(saved_model_dir, x.shape[1:], learning_rate, optimizer)
     history = model.fit(
-        x, y, batch_size=batch_size, epochs=epochs, shuffle=shuffle, verbose=0,
-        callbacks=list(callbacks), validation_data=validation_data,
+        x,
+        y,
+        batch_size=batch_size,
+        epochs=epochs,
+        shuffle=shuffle,
+        verbose=0,
+        callbacks=list(callbacks),
+        validation_data=validation_data,
     )
     return model, layer, history
 
@@ -112,6 +118,7 @@ def finetune_model(
 def _scalar_callback(logdir: str, before: dict):
     """Write loss and accuracy per epoch with tf.summary: runs `train` and `test`; step 0 is the frozen model."""
     import keras  # noqa: PLC0415
+
     tf = import_tensorflow()
 
     root = os.path.join(logdir, FINETUNE_RUNS)
@@ -208,8 +215,14 @@ def run_finetune(
 
     before = {**train_before, **{f"val_{k}": v for k, v in test_before.items()}}
     model, layer, history = finetune_model(
-        conversion.layout.saved_model, x_train, y_train, epochs=epochs, batch_size=batch_size,
-        learning_rate=learning_rate, seed=seed, validation_data=(x_test, y_test),
+        conversion.layout.saved_model,
+        x_train,
+        y_train,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+        validation_data=(x_test, y_test),
         callbacks=[_scalar_callback(logdir, before)],
     )
     _, accuracy_finetuned = _evaluate(model, x_test, y_test)
@@ -395,8 +408,9 @@ def _training_data(path: str) -> tuple[np.ndarray, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             missing = [k for k in ("x", "y") if k not in getattr(data, "files", ())]
             if missing:
-                raise errors.UserError(f"--data {path} has no array '{missing[0]}'; save it with "
-                                       "numpy.savez(path, x=inputs, y=labels).")
+                raise errors.UserError(
+                    f"--data {path} has no array '{missing[0]}'; save it with numpy.savez(path, x=inputs, y=labels)."
+                )
             return data["x"].astype(np.float32), data["y"]
     except (OSError, ValueError, EOFError, AttributeError, TypeError) as e:  # TypeError: a bare .npy
         raise errors.UserError(f"--data {path}: cannot read it as an .npz ({str(e)[:200]}).") from None
@@ -430,9 +444,17 @@ def main(argv: list[str] | None = None, prog: str = "python -m tb_unfreeze.finet
         x, y = _training_data(args.data)
         started = time.perf_counter()
         model, layer, losses = finetune_distributed(
-            args.saved_model, x, y, epochs=args.epochs, batch_size=args.batch_size,
-            steps_per_epoch=args.steps_per_epoch, learning_rate=args.learning_rate, optimizer=args.optimizer,
-            strategy=strategy, out_dir=args.output, chief=is_chief(config),
+            args.saved_model,
+            x,
+            y,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            steps_per_epoch=args.steps_per_epoch,
+            learning_rate=args.learning_rate,
+            optimizer=args.optimizer,
+            strategy=strategy,
+            out_dir=args.output,
+            chief=is_chief(config),
         )
     except errors.UserError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)

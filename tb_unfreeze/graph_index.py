@@ -12,20 +12,36 @@ from tensorboard.compat.proto import graph_pb2, node_def_pb2, types_pb2
 
 # One dtype vocabulary everywhere (inspect, manifest, tab): TensorFlow's own `tf.DType.name` ("float32", "int64").
 _RENAMED = {"DT_FLOAT": "float32", "DT_HALF": "float16", "DT_DOUBLE": "float64"}
-DTYPE_NAMES = {v: _RENAMED.get(k, k[3:].lower()) for k, v in types_pb2.DataType.items()
-               if k.startswith("DT_") and not k.endswith("_REF")}
-FLOAT_DTYPES = frozenset(
-    {types_pb2.DT_HALF, types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE, types_pb2.DT_BFLOAT16}
-)
+DTYPE_NAMES = {
+    v: _RENAMED.get(k, k[3:].lower())
+    for k, v in types_pb2.DataType.items()
+    if k.startswith("DT_") and not k.endswith("_REF")
+}
+FLOAT_DTYPES = frozenset({types_pb2.DT_HALF, types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE, types_pb2.DT_BFLOAT16})
 QUANTIZED_DTYPES = frozenset(
     {types_pb2.DT_QUINT8, types_pb2.DT_QINT8, types_pb2.DT_QUINT16, types_pb2.DT_QINT16, types_pb2.DT_QINT32}
 )
 _ITEM_SIZE = {
-    types_pb2.DT_HALF: 2, types_pb2.DT_BFLOAT16: 2, types_pb2.DT_FLOAT: 4, types_pb2.DT_DOUBLE: 8,
-    types_pb2.DT_INT8: 1, types_pb2.DT_UINT8: 1, types_pb2.DT_QUINT8: 1, types_pb2.DT_QINT8: 1,
-    types_pb2.DT_INT16: 2, types_pb2.DT_UINT16: 2, types_pb2.DT_QINT16: 2, types_pb2.DT_QUINT16: 2,
-    types_pb2.DT_INT32: 4, types_pb2.DT_UINT32: 4, types_pb2.DT_QINT32: 4, types_pb2.DT_INT64: 8,
-    types_pb2.DT_UINT64: 8, types_pb2.DT_BOOL: 1, types_pb2.DT_COMPLEX64: 8, types_pb2.DT_COMPLEX128: 16,
+    types_pb2.DT_HALF: 2,
+    types_pb2.DT_BFLOAT16: 2,
+    types_pb2.DT_FLOAT: 4,
+    types_pb2.DT_DOUBLE: 8,
+    types_pb2.DT_INT8: 1,
+    types_pb2.DT_UINT8: 1,
+    types_pb2.DT_QUINT8: 1,
+    types_pb2.DT_QINT8: 1,
+    types_pb2.DT_INT16: 2,
+    types_pb2.DT_UINT16: 2,
+    types_pb2.DT_QINT16: 2,
+    types_pb2.DT_QUINT16: 2,
+    types_pb2.DT_INT32: 4,
+    types_pb2.DT_UINT32: 4,
+    types_pb2.DT_QINT32: 4,
+    types_pb2.DT_INT64: 8,
+    types_pb2.DT_UINT64: 8,
+    types_pb2.DT_BOOL: 1,
+    types_pb2.DT_COMPLEX64: 8,
+    types_pb2.DT_COMPLEX128: 16,
 }
 
 
@@ -139,8 +155,20 @@ def parent_scope(name: str) -> str:
 
 
 MAX_CONST_BYTES = 2**31  # a protobuf (so a frozen graph) holds at most 2 GB: no real constant declares more
-_VALUE_FIELDS = ("half_val", "float_val", "double_val", "int_val", "string_val", "int64_val", "bool_val",
-                 "resource_handle_val", "variant_val", "uint32_val", "uint64_val", "float8_val")
+_VALUE_FIELDS = (
+    "half_val",
+    "float_val",
+    "double_val",
+    "int_val",
+    "string_val",
+    "int64_val",
+    "bool_val",
+    "resource_handle_val",
+    "variant_val",
+    "uint32_val",
+    "uint64_val",
+    "float8_val",
+)
 
 
 def const_problem(node: node_def_pb2.NodeDef) -> str | None:
@@ -154,8 +182,10 @@ def const_problem(node: node_def_pb2.NodeDef) -> str | None:
         return "it has no tensor value"
     tensor = node.attr["value"].tensor
     if "dtype" in node.attr and node.attr["dtype"].type != tensor.dtype:
-        return (f"its dtype attribute says {dtype_name(node.attr['dtype'].type)} but its value is "
-                f"{dtype_name(tensor.dtype)}")
+        return (
+            f"its dtype attribute says {dtype_name(node.attr['dtype'].type)} but its value is "
+            f"{dtype_name(tensor.dtype)}"
+        )
     dims = [d.size for d in tensor.tensor_shape.dim]
     if any(d < 0 for d in dims):
         return f"its shape {dims} has a negative dimension"
@@ -165,8 +195,10 @@ def const_problem(node: node_def_pb2.NodeDef) -> str | None:
         return f"its shape {dims} declares {count:,} elements, more than a frozen graph can hold"
     if tensor.tensor_content:
         if size and len(tensor.tensor_content) != count * size:
-            return (f"its tensor_content has {len(tensor.tensor_content):,} bytes but shape {dims} of "
-                    f"{dtype_name(tensor.dtype)} needs {count * size:,}")
+            return (
+                f"its tensor_content has {len(tensor.tensor_content):,} bytes but shape {dims} of "
+                f"{dtype_name(tensor.dtype)} needs {count * size:,}"
+            )
         return None
     values = max(len(getattr(tensor, f)) for f in _VALUE_FIELDS)
     values = max(values, len(tensor.scomplex_val) // 2, len(tensor.dcomplex_val) // 2)

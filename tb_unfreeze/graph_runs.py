@@ -65,7 +65,9 @@ def write_graph_run(directory: str, graph_def: graph_pb2.GraphDef) -> str:
         with open(os.path.join(staging, name), "wb") as f:
             writer = RecordWriter(f)
             writer.write(event_pb2.Event(wall_time=now, file_version="brain.Event:2").SerializeToString())
-            writer.write(event_pb2.Event(wall_time=now, step=0, graph_def=graph_def.SerializeToString()).SerializeToString())
+            writer.write(
+                event_pb2.Event(wall_time=now, step=0, graph_def=graph_def.SerializeToString()).SerializeToString()
+            )
             writer.flush()
         if os.path.isdir(directory):
             old = directory + f".old-{os.getpid()}-{time.time_ns()}"

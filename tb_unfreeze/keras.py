@@ -189,10 +189,15 @@ class UnfrozenLayer(keras.layers.Layer):
                 node.attr["dtype"].type = variable.dtype.as_datatype_enum
             reads.append([n.name for n in users])
             self._variable_ops.append(op)
-            self._weights_in_order.append(self.add_weight(
-                shape=tuple(variable.shape), dtype=variable.dtype.name, trainable=variable.trainable,
-                name=_CLEAN.sub("_", op).replace("/", "__"), initializer=_ValueInitializer(variable.numpy()),
-            ))
+            self._weights_in_order.append(
+                self.add_weight(
+                    shape=tuple(variable.shape),
+                    dtype=variable.dtype.name,
+                    trainable=variable.trainable,
+                    name=_CLEAN.sub("_", op).replace("/", "__"),
+                    initializer=_ValueInitializer(variable.numpy()),
+                )
+            )
         del loaded
         out_tensors = [sig.outputs[k].name for k in self.output_names]
         in_tensors = [sig.inputs[k].name for k in self.input_names]
@@ -200,12 +205,14 @@ class UnfrozenLayer(keras.layers.Layer):
         _rename_functions(graph_def, f"_tbu{uuid.uuid4().hex[:8]}")
         present = {n.name for n in graph_def.node}
         reads = [[r for r in rs if r in present] for rs in reads]
-        in_specs = [tf.TensorSpec(tf.TensorShape(sig.inputs[k].tensor_shape), tf.as_dtype(sig.inputs[k].dtype))
-                    for k in self.input_names]
+        in_specs = [
+            tf.TensorSpec(tf.TensorShape(sig.inputs[k].tensor_shape), tf.as_dtype(sig.inputs[k].dtype))
+            for k in self.input_names
+        ]
         weight_specs = [tf.TensorSpec(w.shape, w.dtype) for w in self._weights_in_order]
 
         def graph_fn(*args):
-            inputs, weights = args[: len(in_specs)], args[len(in_specs):]
+            inputs, weights = args[: len(in_specs)], args[len(in_specs) :]
             input_map = dict(zip(in_tensors, inputs))
             for weight, names in zip(weights, reads):
                 input_map.update({f"{name}:0": weight for name in names})
@@ -222,8 +229,10 @@ class UnfrozenLayer(keras.layers.Layer):
             if len(self.input_names) != 1:
                 raise UserError(f"this model takes {len(self.input_names)} inputs {self.input_names}; pass a dict.")
             inputs = {self.input_names[0]: inputs}
-        outputs = self._fn(*[tf.convert_to_tensor(inputs[k]) for k in self.input_names],
-                           *[tf.convert_to_tensor(w) for w in self._weights_in_order])
+        outputs = self._fn(
+            *[tf.convert_to_tensor(inputs[k]) for k in self.input_names],
+            *[tf.convert_to_tensor(w) for w in self._weights_in_order],
+        )
         if len(self.output_names) == 1:
             return outputs[0]
         return dict(zip(self.output_names, outputs))
@@ -253,11 +262,16 @@ class UnfrozenLayer(keras.layers.Layer):
         keys = self._checkpoint_keys()
         names = list(keys)
         tf.raw_ops.SaveV2(
-            prefix=os.path.join(target, "variables", "variables"), tensor_names=names,
-            shape_and_slices=[""] * len(names), tensors=[keys[n] for n in names],
+            prefix=os.path.join(target, "variables", "variables"),
+            tensor_names=names,
+            shape_and_slices=[""] * len(names),
+            tensors=[keys[n] for n in names],
         )
-        src_graph = (conversion.layout.unfrozen_graph if conversion is not None
-                     else os.path.join(os.path.dirname(self.saved_model), UNFROZEN_GRAPH))
+        src_graph = (
+            conversion.layout.unfrozen_graph
+            if conversion is not None
+            else os.path.join(os.path.dirname(self.saved_model), UNFROZEN_GRAPH)
+        )
         if loops:  # the native TF2 SavedModel again, around the trained values (see tb_unfreeze.tf2_export)
             from tb_unfreeze import tf2_export  # noqa: PLC0415
 
@@ -265,9 +279,17 @@ class UnfrozenLayer(keras.layers.Layer):
             with open(src_graph, "rb") as f:
                 graph_def.ParseFromString(f.read())
             values = {op: tf.convert_to_tensor(w).numpy() for op, w in zip(self._variable_ops, self._weights_in_order)}
-            tf2_export.save_native_for(tf, graph_def, [v.to_json() for v in conversion.variables], values,
-                                       conversion.inputs, conversion.signature, conversion.input_defaults,
-                                       conversion.trainable_outputs, os.path.join(tmp, SAVED_MODEL))
+            tf2_export.save_native_for(
+                tf,
+                graph_def,
+                [v.to_json() for v in conversion.variables],
+                values,
+                conversion.inputs,
+                conversion.signature,
+                conversion.input_defaults,
+                conversion.trainable_outputs,
+                os.path.join(tmp, SAVED_MODEL),
+            )
         if conversion is not None:
             conversion.relocated(out_dir, fine_tuned_from=conversion.out_dir).write(tmp)
         if os.path.isfile(src_graph):

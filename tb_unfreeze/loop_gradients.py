@@ -41,8 +41,14 @@ class GradientGraph:
     gradients: list[str | None]  # per input: the gradient tensor (None: not float, no gradient)
 
 
-def build_gradient_graph(tf, graph_def, inputs: list[str], weights: list[tuple[str, object, list[int]]],
-                         outputs: list[str], trains: list[bool] | None = None) -> GradientGraph:
+def build_gradient_graph(
+    tf,
+    graph_def,
+    inputs: list[str],
+    weights: list[tuple[str, object, list[int]]],
+    outputs: list[str],
+    trains: list[bool] | None = None,
+) -> GradientGraph:
     """`weights`: (tensor name in graph_def that a weight replaces, dtype, shape). The returned graph feeds the
     model's `inputs` by their tensor names and each weight through a placeholder of its own. Outputs whose
     `trains` flag is False (computed through a loop whose gradient cannot be rebuilt) take no upstream gradient.
@@ -55,20 +61,30 @@ def build_gradient_graph(tf, graph_def, inputs: list[str], weights: list[tuple[s
     graph = tf.Graph()
     prefix = "model/"
     with graph.as_default():
-        holders = [tf.compat.v1.placeholder(tf.as_dtype(dtype), shape, name=f"tb_unfreeze_weight_{i}")
-                   for i, (_, dtype, shape) in enumerate(weights)]
-        tf.import_graph_def(work, input_map={name: h for (name, _, _), h in zip(weights, holders)},
-                            name=prefix.rstrip("/"))
+        holders = [
+            tf.compat.v1.placeholder(tf.as_dtype(dtype), shape, name=f"tb_unfreeze_weight_{i}")
+            for i, (_, dtype, shape) in enumerate(weights)
+        ]
+        tf.import_graph_def(
+            work, input_map={name: h for (name, _, _), h in zip(weights, holders)}, name=prefix.rstrip("/")
+        )
         CF.rebuild_contexts(tf, graph, CF.supported(loops), prefix=prefix)
         xs = [graph.get_tensor_by_name(prefix + n) for n in inputs] + holders
         ys = [graph.get_tensor_by_name(prefix + n) for n in outputs]
-        upstream = [tf.compat.v1.placeholder(y.dtype, y.shape, name=f"tb_unfreeze_upstream_{i}")
-                    if y.dtype.is_floating and t else None for i, (y, t) in enumerate(zip(ys, trains))]
+        upstream = [
+            tf.compat.v1.placeholder(y.dtype, y.shape, name=f"tb_unfreeze_upstream_{i}")
+            if y.dtype.is_floating and t
+            else None
+            for i, (y, t) in enumerate(zip(ys, trains))
+        ]
         float_ys = [y for y, u in zip(ys, upstream) if u is not None]
         float_xs = [x for x in xs if x.dtype.is_floating]
         with v1_control_flow():
-            grads = tf.compat.v1.gradients(float_ys, float_xs, grad_ys=[u for u in upstream if u is not None]) \
-                if float_ys else [None] * len(float_xs)
+            grads = (
+                tf.compat.v1.gradients(float_ys, float_xs, grad_ys=[u for u in upstream if u is not None])
+                if float_ys
+                else [None] * len(float_xs)
+            )
         named = {}
         for x, g in zip(float_xs, grads):
             if g is None:
@@ -112,8 +128,9 @@ def differentiable_function(tf, gradient_graph: GradientGraph):
         def grad(*dys):
             if backward is None:
                 return [None] * len(args)
-            ups = [dy if dy is not None else tf.zeros_like(y)
-                   for y, dy, is_float in zip(ys, dys, float_out) if is_float]
+            ups = [
+                dy if dy is not None else tf.zeros_like(y) for y, dy, is_float in zip(ys, dys, float_out) if is_float
+            ]
             ups = [tf.cast(u, y.dtype) for u, y in zip(ups, [y for y, f in zip(ys, float_out) if f])]
             with record.stop_recording():
                 got = iter(backward(*args, *ups))

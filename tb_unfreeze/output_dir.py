@@ -150,7 +150,7 @@ def clean_stale(parent: str) -> None:
             if not name.startswith(TMP_PREFIX):
                 continue
             if name.startswith(TMP_PREFIX + "old-"):
-                target = os.path.join(parent, name[len(TMP_PREFIX + "old-"):].rpartition("-")[0])
+                target = os.path.join(parent, name[len(TMP_PREFIX + "old-") :].rpartition("-")[0])
                 if target != parent and not os.path.exists(target):
                     with contextlib.suppress(OSError):
                         os.rename(path, target)

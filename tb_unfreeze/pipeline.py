@@ -146,7 +146,8 @@ def expose_constant_dropout(graph_def) -> list[str]:
                                 notes.append(
                                     f"dropout frozen in training mode: its rate '{other.name}' ({value}) is now an "
                                     "input defaulting to 0 (no dropout; the frozen graph was random); feed the rate "
-                                    "through the 'training' signature to train with dropout")
+                                    "through the 'training' signature to train with dropout"
+                                )
                     elif user.op in ("Mul", "Add", "AddV2", "Identity", "Cast"):
                         following.append(user)
             frontier, depth = following, depth + 1

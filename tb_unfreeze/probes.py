@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import logging
 import itertools
+import logging
 import re
 import struct
 import threading
@@ -52,11 +52,28 @@ MAX_ATTEMPTS = 160
 # (batch, other) sizes for the dimensions still unknown, in the order tried.
 # Then every other size up to 64 (a Flatten -> Dense fixes one exact size) and common image sizes, while the
 # time budget lasts.
-_PROFILES = [(2, 2), (1, 1), (2, 1), (1, 2), (2, 4), (2, 8), (2, 16), (1, 16), (2, 32), (1, 32), (2, 64),
-             (1, 64), (1, 100), (1, 128), (1, 224), (1, 256), (1, 300), (1, 512)]
+_PROFILES = [
+    (2, 2),
+    (1, 1),
+    (2, 1),
+    (1, 2),
+    (2, 4),
+    (2, 8),
+    (2, 16),
+    (1, 16),
+    (2, 32),
+    (1, 32),
+    (2, 64),
+    (1, 64),
+    (1, 100),
+    (1, 128),
+    (1, 224),
+    (1, 256),
+    (1, 300),
+    (1, 512),
+]
 _PROFILES += [(2, n) for n in range(3, 64) if n not in (4, 8, 16, 32)]
-_PROFILES += [(1, n) for n in (96, 112, 120, 150, 160, 192, 200, 227, 240, 299, 320, 331, 384, 416, 448, 480,
-                               600, 640)]
+_PROFILES += [(1, n) for n in (96, 112, 120, 150, 160, 192, 200, 227, 240, 299, 320, 331, 384, 416, 448, 480, 600, 640)]
 _SCALAR_FLOATS = [0.5, 0.7, 0.9, 2.0, 1.0, 0.25, 0.1, 3.0, 4.0, 10.0, 20.0]
 _SCALAR_INTS = [1, 2, 4, 8, 16, 3, 32, 0, 64, 128]
 _RAW_LENGTHS = [784, 3072, 1, 4, 16, 64, 256, 1024, 4096, 16384]
@@ -65,30 +82,120 @@ _FLOAT = {"float32": np.float32, "float16": np.float16, "float64": np.float64, "
 _INT = ("int32", "int64", "int8", "int16", "uint8", "uint16", "uint32", "uint64")
 
 # Ops whose output 0 has the shape of their input 0 (what a hint on the output says about the input).
-_SAME_SHAPE = frozenset({
-    "Identity", "IdentityN", "StopGradient", "PreventGradient", "Snapshot", "CheckNumerics", "Cast", "Bitcast",
-    "Switch", "RefSwitch", "Merge", "Enter", "Exit", "NextIteration", "Relu", "Relu6", "Elu", "Selu", "LeakyRelu",
-    "Sigmoid", "Tanh", "Softplus", "Softsign", "Neg", "Abs", "Square", "Sqrt", "Rsqrt", "Exp", "Log", "Log1p",
-    "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Sin", "Cos", "Erf", "ZerosLike", "OnesLike", "QuantizeV2",
-    "Dequantize", "FakeQuantWithMinMaxVars", "FakeQuantWithMinMaxArgs", "FakeQuantWithMinMaxVarsPerChannel",
-    "Softmax", "LogSoftmax", "L2Loss", "ClipByValue", "Selu", "Mish", "Gelu",
-})
-_ELEMENTWISE = frozenset({
-    "Add", "AddV2", "Sub", "Mul", "RealDiv", "Div", "DivNoNan", "FloorDiv", "FloorMod", "Maximum", "Minimum",
-    "SquaredDifference", "Pow", "BiasAdd", "LogicalAnd", "LogicalOr", "Select", "SelectV2",
-})
+_SAME_SHAPE = frozenset(
+    {
+        "Identity",
+        "IdentityN",
+        "StopGradient",
+        "PreventGradient",
+        "Snapshot",
+        "CheckNumerics",
+        "Cast",
+        "Bitcast",
+        "Switch",
+        "RefSwitch",
+        "Merge",
+        "Enter",
+        "Exit",
+        "NextIteration",
+        "Relu",
+        "Relu6",
+        "Elu",
+        "Selu",
+        "LeakyRelu",
+        "Sigmoid",
+        "Tanh",
+        "Softplus",
+        "Softsign",
+        "Neg",
+        "Abs",
+        "Square",
+        "Sqrt",
+        "Rsqrt",
+        "Exp",
+        "Log",
+        "Log1p",
+        "Reciprocal",
+        "Floor",
+        "Ceil",
+        "Round",
+        "Sign",
+        "Sin",
+        "Cos",
+        "Erf",
+        "ZerosLike",
+        "OnesLike",
+        "QuantizeV2",
+        "Dequantize",
+        "FakeQuantWithMinMaxVars",
+        "FakeQuantWithMinMaxArgs",
+        "FakeQuantWithMinMaxVarsPerChannel",
+        "Softmax",
+        "LogSoftmax",
+        "L2Loss",
+        "ClipByValue",
+        "Mish",
+        "Gelu",
+    }
+)
+_ELEMENTWISE = frozenset(
+    {
+        "Add",
+        "AddV2",
+        "Sub",
+        "Mul",
+        "RealDiv",
+        "Div",
+        "DivNoNan",
+        "FloorDiv",
+        "FloorMod",
+        "Maximum",
+        "Minimum",
+        "SquaredDifference",
+        "Pow",
+        "BiasAdd",
+        "LogicalAnd",
+        "LogicalOr",
+        "Select",
+        "SelectV2",
+    }
+)
 _COMPARE = frozenset({"Equal", "NotEqual", "Less", "LessEqual", "Greater", "GreaterEqual"})
 _NHWC_RANK4 = {
-    "Conv2D": "filter", "DepthwiseConv2dNative": "filter", "QuantizedConv2D": "filter",
-    "FusedBatchNorm": "scale", "FusedBatchNormV2": "scale", "FusedBatchNormV3": "scale",
-    "MaxPool": None, "AvgPool": None, "QuantizedMaxPool": None, "QuantizedAvgPool": None, "LRN": None,
-    "ResizeBilinear": None, "ResizeNearestNeighbor": None, "ResizeBicubic": None, "ResizeArea": None,
-    "SpaceToDepth": None, "DepthToSpace": None, "Conv2DBackpropInput": None,
+    "Conv2D": "filter",
+    "DepthwiseConv2dNative": "filter",
+    "QuantizedConv2D": "filter",
+    "FusedBatchNorm": "scale",
+    "FusedBatchNormV2": "scale",
+    "FusedBatchNormV3": "scale",
+    "MaxPool": None,
+    "AvgPool": None,
+    "QuantizedMaxPool": None,
+    "QuantizedAvgPool": None,
+    "LRN": None,
+    "ResizeBilinear": None,
+    "ResizeNearestNeighbor": None,
+    "ResizeBicubic": None,
+    "ResizeArea": None,
+    "SpaceToDepth": None,
+    "DepthToSpace": None,
+    "Conv2DBackpropInput": None,
 }
-_DECODERS = frozenset({"DecodeWav", "DecodeJpeg", "DecodeAndCropJpeg", "DecodePng", "DecodeImage", "DecodeBmp",
-                       "DecodeGif", "DecodeRaw"})
-_INDEX_OPS = frozenset({"Gather", "GatherV2", "ResourceGather", "GatherNd", "OneHot", "SparseSegmentSum",
-                        "SparseSegmentMean", "SparseSegmentSqrtN"})
+_DECODERS = frozenset(
+    {"DecodeWav", "DecodeJpeg", "DecodeAndCropJpeg", "DecodePng", "DecodeImage", "DecodeBmp", "DecodeGif", "DecodeRaw"}
+)
+_INDEX_OPS = frozenset(
+    {
+        "Gather",
+        "GatherV2",
+        "ResourceGather",
+        "GatherNd",
+        "OneHot",
+        "SparseSegmentSum",
+        "SparseSegmentMean",
+        "SparseSegmentSqrtN",
+    }
+)
 
 
 @dataclasses.dataclass
@@ -209,7 +316,7 @@ def _uses(tensor, limit: int = 10):
 
 def _map_back(rank, dims, path):
     """A hint (rank, dims) on the input of the last op of `path`, carried back to the walked tensor."""
-    for op, slot in reversed(path):
+    for op, _slot in reversed(path):
         if op.type == "ExpandDims":
             axis = _const_value(op.inputs[1])
             if axis is None or rank is None:
@@ -333,16 +440,25 @@ def _hint_for(tensor, depth: int = 0) -> _Hint:
             other = _static_shape(op.inputs[1 - slot])
             if other is not None and len(other) >= 1:
                 # A per-channel partner ([C], even C = 1) gives the last size; in higher ranks a 1 broadcasts.
-                weak.append((path, None, {-(i + 1): s for i, s in enumerate(reversed(other))
-                                          if s > 1 or len(other) == 1 and s == 1}))
+                weak.append(
+                    (
+                        path,
+                        None,
+                        {-(i + 1): s for i, s in enumerate(reversed(other)) if s > 1 or len(other) == 1 and s == 1},
+                    )
+                )
             continue
         elif kind in _COMPARE and slot in (0, 1):
             value = _const_value(op.inputs[1 - slot])
             if value is not None and np.ndim(value) == 0 and all(o.type in _SAME_SHAPE for o, _ in path):
                 hint.compared_scalar = True
                 # Read as `input <kind> value` (slot 0) or `value <kind> input` (slot 1).
-                flipped = {"Less": "Greater", "LessEqual": "GreaterEqual", "Greater": "Less",
-                           "GreaterEqual": "LessEqual"}
+                flipped = {
+                    "Less": "Greater",
+                    "LessEqual": "GreaterEqual",
+                    "Greater": "Less",
+                    "GreaterEqual": "LessEqual",
+                }
                 hint.scalar_values.append((kind if slot == 0 else flipped.get(kind, kind), float(value)))
             continue
         elif kind in _INDEX_OPS:
@@ -502,8 +618,9 @@ def _plan(tf, graph, graph_def, inp: GraphInput, light_holder: list) -> _Plan:
 
 
 def _fill(shape: list, batch: int, size: int) -> list:
-    return [d if d >= 0 else (batch if a == 0 and len(shape) > 1 or len(shape) == 1 else size)
-            for a, d in enumerate(shape)]
+    return [
+        d if d >= 0 else (batch if a == 0 and len(shape) > 1 or len(shape) == 1 else size) for a, d in enumerate(shape)
+    ]
 
 
 def _wav_bytes(samples: int, channels: int, rng) -> bytes:
@@ -558,8 +675,14 @@ def _string_content(tf, plan: _Plan, variant: int, size: int, rng):
             return None
         dtype = _attr(op, "dtype", tf.uint8)
         np_dtype = np.uint16 if getattr(dtype, "name", "") == "uint16" else np.uint8
-        return _image_bytes(tf, "DecodePng" if kind == "DecodeImage" else kind, max(size, 8),
-                            int(_attr(op, "channels", 0)), rng, np_dtype)
+        return _image_bytes(
+            tf,
+            "DecodePng" if kind == "DecodeImage" else kind,
+            max(size, 8),
+            int(_attr(op, "channels", 0)),
+            rng,
+            np_dtype,
+        )
     if kind == "DecodeRaw":
         out = tf.as_dtype(_attr(op, "out_type", tf.uint8))
         lengths = [plan.hint.raw_elements] if plan.hint.raw_elements else _RAW_LENGTHS
@@ -591,7 +714,6 @@ def _scalar_choices(plan: _Plan, integer: bool) -> list:
 
 def _variants(plan: _Plan) -> int:
     """How many different value choices an input has (scalars, raw byte lengths)."""
-    shape = plan.shapes[0]
     if plan.inp.dtype == "string":
         op = plan.hint.decoder
         if op is None:
@@ -678,8 +800,9 @@ _CACHE: dict = {}
 def _remember(graph_def, probes: dict, fetches: list[str], defaults: dict, outputs: dict) -> None:
     with _CACHE_LOCK:
         _CACHE.clear()
-        _CACHE.update(graph=id(graph_def), probes=dict(probes), fetches=list(fetches), defaults=dict(defaults),
-                      outputs=outputs)
+        _CACHE.update(
+            graph=id(graph_def), probes=dict(probes), fetches=list(fetches), defaults=dict(defaults), outputs=outputs
+        )
 
 
 def run_frozen(graph_def, feeds: dict, fetches: list[str], defaults: dict) -> dict:
@@ -709,8 +832,9 @@ def _same_defaults(used: dict, given: dict) -> bool:
 # ------------------------------------------------------------------------------------------- make_probes ---
 
 
-def make_probes(inputs: list[GraphInput], npz: str | None, graph_def, fetches: list[str],
-                seed: int = 0) -> dict[str, np.ndarray]:
+def make_probes(
+    inputs: list[GraphInput], npz: str | None, graph_def, fetches: list[str], seed: int = 0
+) -> dict[str, np.ndarray]:
     """Probe values for the inputs that must be fed, keyed by node name, on which the frozen graph runs and
     computes every tensor of `fetches`. Raises ProbeError (naming the input) when no probe works."""
     supplied = _load_npz(npz)

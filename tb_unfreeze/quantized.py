@@ -32,8 +32,12 @@ _DT_FLOAT = types_pb2.DT_FLOAT
 _DT_INT32 = types_pb2.DT_INT32
 
 # Quantized compute ops whose weights make a graph "fully quantized".
-_COMPUTE = ("QuantizedConv2D", "QuantizedMatMul", "QuantizedDepthwiseConv2D",
-            "QuantizedBatchNormWithGlobalNormalization")
+_COMPUTE = (
+    "QuantizedConv2D",
+    "QuantizedMatMul",
+    "QuantizedDepthwiseConv2D",
+    "QuantizedBatchNormWithGlobalNormalization",
+)
 
 # For each quantized op: the slots of its quantized values and, for each, the slots of their min and max.
 _RANGES = {

@@ -18,6 +18,7 @@ from tb_unfreeze.errors import ConversionError, NotFoundError, OutputDirError, U
 from tb_unfreeze.graph_index import node_name
 from tb_unfreeze.output_dir import write_file_atomic
 from tb_unfreeze.tensorflow_env import import_tensorflow
+
 SIGNATURE = "serving_default"
 
 
@@ -98,8 +99,6 @@ def _freeze(tf, sm_dir: str, conversion: ConversionResult):
     for node in frozen.node:
         node.device = ""  # the converter's placement is not the deployment's
     return frozen, output_nodes
-
-
 
 
 def refreeze(saved_model_dir: str, output_pb: str, verify: bool = True) -> dict:

@@ -28,8 +28,15 @@ class Rewritten:
     removed: list[str]
 
 
-_BUNDLE = ("", "/Initializer/zeros/shape", "/Initializer/zeros/value", "/Initializer/zeros",
-           "/IsInitialized/VarIsInitializedOp", "/Assign", "/Read/ReadVariableOp")  # variable_nodes.py's names
+_BUNDLE = (
+    "",
+    "/Initializer/zeros/shape",
+    "/Initializer/zeros/value",
+    "/Initializer/zeros",
+    "/IsInitialized/VarIsInitializedOp",
+    "/Assign",
+    "/Read/ReadVariableOp",
+)  # variable_nodes.py's names
 
 
 def _unique_variable_names(chosen: list[Chosen], graph_names: set[str]) -> dict[str, str]:
@@ -113,8 +120,11 @@ def _fold_freezer_reads(graph_def: graph_pb2.GraphDef, mapped: dict[str, Chosen]
         base = c.candidate.variable_name
         for suffix in ("/Read/ReadVariableOp", "/read"):
             taken_by[base + suffix] = reserved
-    doomed = {n.name: taken_by[n.name] for n in graph_def.node
-              if n.name in taken_by and n.op == "Identity" and list(n.input) == [taken_by[n.name]]}
+    doomed = {
+        n.name: taken_by[n.name]
+        for n in graph_def.node
+        if n.name in taken_by and n.op == "Identity" and list(n.input) == [taken_by[n.name]]
+    }
     if not doomed:
         return
     for node in graph_def.node:
@@ -149,8 +159,10 @@ def _remove_dangling(graph_def: graph_pb2.GraphDef, start: set[str]) -> list[str
         for raw in by_name[name].input:
             producer = split_input(raw)[0]
             consumers[producer] -= 1
-            if consumers[producer] == 0 and by_name.get(producer) is not None and by_name[producer].op in (
-                "Const", "Identity", "Dequantize", "Cast"
+            if (
+                consumers[producer] == 0
+                and by_name.get(producer) is not None
+                and by_name[producer].op in ("Const", "Identity", "Dequantize", "Cast")
             ):
                 frontier.append(producer)
     kept = [n for n in graph_def.node if n.name not in doomed]

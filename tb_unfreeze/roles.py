@@ -37,7 +37,10 @@ ROLES = {
         # the dequantized values (what the graph computed with), named after its Dequantize
         Role("quantized_weight", True, "kernel"),
         Role(
-            "other", False, "constant", recommended=False,
+            "other",
+            False,
+            "constant",
+            recommended=False,
             why_not="a float tensor with no proof it was a variable; include it if you want to train it",
         ),
     ]

@@ -58,8 +58,8 @@ def choose(inspection: Inspection, selection: Selection | None) -> list[Chosen]:
     else:
         picked = {c.name for c in inspection.candidates if c.recommended}
     picked -= {c.name for c in _resolve(inspection, selection.exclude, "--exclude")}
-    overrides = {c.name: bool(selection.trainable[key]) for key, c in
-                 zip(selection.trainable, _resolve(inspection, selection.trainable, "trainable overrides"))}
-    return [
-        Chosen(c, overrides.get(c.name, c.trainable)) for c in inspection.candidates if c.name in picked
-    ]
+    overrides = {
+        c.name: bool(selection.trainable[key])
+        for key, c in zip(selection.trainable, _resolve(inspection, selection.trainable, "trainable overrides"))
+    }
+    return [Chosen(c, overrides.get(c.name, c.trainable)) for c in inspection.candidates if c.name in picked]

@@ -27,14 +27,25 @@ class Tf2Input:
     default: object = None  # knobs: the value used by serving_default
 
 
-def save_native(tf, graph_def, variables: list[Tf2Variable], inputs: list[Tf2Input], knobs: list[Tf2Input],
-                outputs: list[tuple[str, str, bool]], path: str) -> None:
+def save_native(
+    tf,
+    graph_def,
+    variables: list[Tf2Variable],
+    inputs: list[Tf2Input],
+    knobs: list[Tf2Input],
+    outputs: list[tuple[str, str, bool]],
+    path: str,
+) -> None:
     """Write `path` as a TF2 SavedModel: `serving_default` (data inputs; knobs at their defaults), and `training`
     (knobs fed) when there are knobs. `outputs`: (tensor, signature key, trains)."""
     feeds = [i.tensor for i in inputs] + [k.tensor for k in knobs]
     gradient_graph = LG.build_gradient_graph(
-        tf, graph_def, feeds, [(v.read_tensor, v.value.dtype, list(v.value.shape)) for v in variables],
-        [t for t, _, _ in outputs], trains=[trains for _, _, trains in outputs],
+        tf,
+        graph_def,
+        feeds,
+        [(v.read_tensor, v.value.dtype, list(v.value.shape)) for v in variables],
+        [t for t, _, _ in outputs],
+        trains=[trains for _, _, trains in outputs],
     )
     call = LG.differentiable_function(tf, gradient_graph)
     root = tf.__internal__.tracking.AutoTrackable()
@@ -58,19 +69,32 @@ def save_native(tf, graph_def, variables: list[Tf2Variable], inputs: list[Tf2Inp
 
     signatures = {"serving_default": serving_default.get_concrete_function()}
     if knobs:
-        @tf.function(input_signature=[spec(i) for i in inputs] + [
-            tf.TensorSpec([], tf.as_dtype(k.dtype), name=k.key) for k in knobs])
+
+        @tf.function(
+            input_signature=[spec(i) for i in inputs]
+            + [tf.TensorSpec([], tf.as_dtype(k.dtype), name=k.key) for k in knobs]
+        )
         def training(*args):
-            return run(args[: len(inputs)], args[len(inputs):])
+            return run(args[: len(inputs)], args[len(inputs) :])
 
         signatures["training"] = training.get_concrete_function()
     root.serving_default = serving_default
-    tf.saved_model.save(root, path, signatures=signatures,
-                        options=tf.saved_model.SaveOptions(experimental_custom_gradients=True))
+    tf.saved_model.save(
+        root, path, signatures=signatures, options=tf.saved_model.SaveOptions(experimental_custom_gradients=True)
+    )
 
 
-def save_native_for(tf, graph_def, variables: list[dict], values: dict, inputs: list[dict], signature: dict,
-                    defaults: dict, trainable_outputs: list[str] | None, path: str) -> None:
+def save_native_for(
+    tf,
+    graph_def,
+    variables: list[dict],
+    values: dict,
+    inputs: list[dict],
+    signature: dict,
+    defaults: dict,
+    trainable_outputs: list[str] | None,
+    path: str,
+) -> None:
     """`save_native` from a conversion's records (the manifest's `variables`, `inputs`, `signature`,
     `input_defaults`, `trainable_outputs`) and the variables' current values by variable name."""
     from tb_unfreeze.rewrite import signature_keys  # noqa: PLC0415
@@ -79,12 +103,22 @@ def save_native_for(tf, graph_def, variables: list[dict], values: dict, inputs: 
     by_name = {i["name"]: i for i in inputs}
     trained = set(trainable_outputs) if trainable_outputs is not None else set(signature["outputs"])
     save_native(
-        tf, graph_def,
-        [Tf2Variable(r["variable_name"], np.asarray(values[r["variable_name"]]), r["trainable"],
-                     read_tensor(r["variable_name"])) for r in variables],
+        tf,
+        graph_def,
+        [
+            Tf2Variable(
+                r["variable_name"],
+                np.asarray(values[r["variable_name"]]),
+                r["trainable"],
+                read_tensor(r["variable_name"]),
+            )
+            for r in variables
+        ],
         [Tf2Input(f"{n}:0", key, by_name[n]["dtype"], by_name[n]["shape"]) for n, key in signature["inputs"].items()],
-        [Tf2Input(f"{n}:0", signature_keys([n])[n], "bool" if isinstance(v, bool) else "float32", [], v)
-         for n, v in defaults.items()],
+        [
+            Tf2Input(f"{n}:0", signature_keys([n])[n], "bool" if isinstance(v, bool) else "float32", [], v)
+            for n, v in defaults.items()
+        ],
         [(t, key, t in trained) for t, key in signature["outputs"].items()],
         path,
     )

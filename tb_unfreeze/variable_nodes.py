@@ -38,12 +38,24 @@ def add_variable_nodes(tf, graph_def, name: str, dtype, shape: tuple[int, ...]) 
         return n
 
     node(name, "VarHandleOp", dtype=enum, shape=shape_proto, shared_name=name)
-    node(f"{name}/Initializer/zeros/shape", "Const", dtype=tf.int32.as_datatype_enum,
-         value=tf.make_tensor_proto(np.asarray(shape, dtype=np.int32)))
-    node(f"{name}/Initializer/zeros/value", "Const", dtype=enum,
-         value=tf.make_tensor_proto(np.zeros((), dtype=dtype.as_numpy_dtype)))
-    fill = node(f"{name}/Initializer/zeros", "Fill",
-                [f"{name}/Initializer/zeros/shape", f"{name}/Initializer/zeros/value"], T=enum)
+    node(
+        f"{name}/Initializer/zeros/shape",
+        "Const",
+        dtype=tf.int32.as_datatype_enum,
+        value=tf.make_tensor_proto(np.asarray(shape, dtype=np.int32)),
+    )
+    node(
+        f"{name}/Initializer/zeros/value",
+        "Const",
+        dtype=enum,
+        value=tf.make_tensor_proto(np.zeros((), dtype=dtype.as_numpy_dtype)),
+    )
+    fill = node(
+        f"{name}/Initializer/zeros",
+        "Fill",
+        [f"{name}/Initializer/zeros/shape", f"{name}/Initializer/zeros/value"],
+        T=enum,
+    )
     fill.attr["index_type"].type = tf.int32.as_datatype_enum
     node(f"{name}/IsInitialized/VarIsInitializedOp", "VarIsInitializedOp", [name])
     node(f"{name}/Assign", "AssignVariableOp", [name, f"{name}/Initializer/zeros"], dtype=enum)
@@ -56,8 +68,12 @@ def attach_variable(tf, graph, name: str, trainable: bool):
     from tensorflow.python.ops import resource_variable_ops  # noqa: PLC0415
 
     definition = variable_pb2.VariableDef(
-        variable_name=f"{name}:0", initial_value_name=f"{name}/Initializer/zeros:0",
-        initializer_name=f"{name}/Assign", snapshot_name=read_tensor(name), is_resource=True, trainable=trainable,
+        variable_name=f"{name}:0",
+        initial_value_name=f"{name}/Initializer/zeros:0",
+        initializer_name=f"{name}/Assign",
+        snapshot_name=read_tensor(name),
+        is_resource=True,
+        trainable=trainable,
     )
     with graph.as_default():
         variable = resource_variable_ops.ResourceVariable(variable_def=definition)

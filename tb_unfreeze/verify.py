@@ -78,12 +78,14 @@ class FrozenRunner:
         light, weights = lift_weights(tf, graph_def)
         with self.graph.as_default():
             elements = tf.import_graph_def(
-                light, return_elements=[f"{n}:0" for n in feed_names] + fetches + [f"{n}:0" for n in weights],
-                name="frozen")
+                light,
+                return_elements=[f"{n}:0" for n in feed_names] + fetches + [f"{n}:0" for n in weights],
+                name="frozen",
+            )
         del light
         self.feeds = dict(zip(feed_names, elements[: len(feed_names)]))
-        self.fetches = elements[len(feed_names): len(feed_names) + len(fetches)]
-        self.weights = dict(zip(elements[len(feed_names) + len(fetches):], weights.values()))
+        self.fetches = elements[len(feed_names) : len(feed_names) + len(fetches)]
+        self.weights = dict(zip(elements[len(feed_names) + len(fetches) :], weights.values()))
         self.sess = tf.compat.v1.Session(graph=self.graph, config=lean_session_config(tf))
         self.grappler: bool | None = None  # None: undecided; True: the defaults are in use; False: they did not help
         self._error_retried = False
@@ -170,7 +172,7 @@ def lift_weights(tf, graph_def):
 def _aligned_copy(content: bytes, dtype, shape: list[int]) -> np.ndarray:
     raw = np.empty(len(content) + 64, np.uint8)
     start = -raw.ctypes.data % 64
-    out = raw[start: start + len(content)]
+    out = raw[start : start + len(content)]
     out[:] = np.frombuffer(content, np.uint8)
     return out.view(dtype).reshape(shape)
 
@@ -215,8 +217,14 @@ def _trained_outputs(signature: dict, trains: dict | None) -> list[str]:
     return [t for t in signature["outputs"] if (trains or {}).get(t, True)]
 
 
-def run_saved_model_tf2(saved_model: str, signature: dict, feeds: dict[str, np.ndarray], gradients: bool,
-                        trains: dict | None = None, finite_difference: bool = False) -> dict:
+def run_saved_model_tf2(
+    saved_model: str,
+    signature: dict,
+    feeds: dict[str, np.ndarray],
+    gradients: bool,
+    trains: dict | None = None,
+    finite_difference: bool = False,
+) -> dict:
     """Outputs through `tf.saved_model.load` (the TF2 user path); with `gradients`, which trainable variables get
     none, and a finite-difference check of the gradient's value along a random direction."""
     import tensorflow as tf  # noqa: PLC0415
@@ -245,8 +253,9 @@ def run_saved_model_tf2(saved_model: str, signature: dict, feeds: dict[str, np.n
     del tape
     grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
     report["missing"] = sorted(v.name.rsplit(":", 1)[0] for v, g in zip(trainable, grads) if g is None)
-    report["finite"] = all(bool(tf.reduce_all(tf.math.is_finite(g))) for g in grads
-                           if g is not None and g.dtype.is_floating)
+    report["finite"] = all(
+        bool(tf.reduce_all(tf.math.is_finite(g))) for g in grads if g is not None and g.dtype.is_floating
+    )
     if finite_difference and loss is not None and any(g is not None for g in grads):
         # The loss's own rounding, from the outputs already computed at the unmoved variables.
         scale = float(loss_now(result, absolute=True).numpy())
@@ -306,7 +315,7 @@ def _finite_difference(tf, fn, kwargs, loss_now, variables, grads: list, loss_sc
         else:
             zero += 1
         del g
-    noise = 8 * 2.0 ** -24 * loss_scale
+    noise = 8 * 2.0**-24 * loss_scale
 
     @tf.function(autograph=False)
     def move(step):
@@ -341,28 +350,44 @@ def _finite_difference(tf, fn, kwargs, loss_now, variables, grads: list, loss_sc
             v.assign(x)
     resolvable_tried = [t for t in tried if t["resolvable"]]
     best = min(resolvable_tried or tried, key=lambda t: t["relative_error"])
-    report = {"direction": "gradient, per variable scaled to its norm", "analytic": analytic,
-              "numeric": best["numeric"], "step": best["step"],
-              "relative_error": best["relative_error"], "tolerance": FD_RTOL,
-              "passed": best["relative_error"] <= FD_RTOL, "variables": len(pairs),
-              "zero_variables_not_moved": zero,
-              "tries": len(tried), "estimates": [[t["step"], t["numeric"]] for t in tried]}
+    report = {
+        "direction": "gradient, per variable scaled to its norm",
+        "analytic": analytic,
+        "numeric": best["numeric"],
+        "step": best["step"],
+        "relative_error": best["relative_error"],
+        "tolerance": FD_RTOL,
+        "passed": best["relative_error"] <= FD_RTOL,
+        "variables": len(pairs),
+        "zero_variables_not_moved": zero,
+        "tries": len(tried),
+        "estimates": [[t["step"], t["numeric"]] for t in tried],
+    }
     if not report["passed"] and resolvable_tried:
         # A wrong gradient gives finite differences that agree with one another (a plateau over neighbouring
         # steps) and not with it; kinks (ReLU) and round-off give estimates that wander with the step. Only a
         # plateau away from the gradient fails; wandering estimates make the check inconclusive.
-        steady = [a for a, b in zip(resolvable_tried, resolvable_tried[1:])
-                  if abs(a["numeric"] - b["numeric"]) <= FD_RTOL * max(abs(a["numeric"]), abs(b["numeric"]), 1e-12)]
+        steady = [
+            a
+            for a, b in zip(resolvable_tried, resolvable_tried[1:])
+            if abs(a["numeric"] - b["numeric"]) <= FD_RTOL * max(abs(a["numeric"]), abs(b["numeric"]), 1e-12)
+        ]
         if not steady:
-            report.update(passed=None, note="inconclusive: the finite differences change with the step size "
-                          "(kinks such as ReLU, or round-off, near the probe inputs) and agree neither with one "
-                          "another nor with the gradient")
+            report.update(
+                passed=None,
+                note="inconclusive: the finite differences change with the step size "
+                "(kinks such as ReLU, or round-off, near the probe inputs) and agree neither with one "
+                "another nor with the gradient",
+            )
     if not resolvable_tried:
         # Nothing moves: the outputs are saturated on the probe (e.g. a softmax at exactly 0/1). Agreement would
         # prove nothing, so it is not counted as a pass.
-        report.update(passed=None, note="vacuous: the loss hardly changes along the direction (outputs saturated on "
-                      "the probe inputs; the change is below float32 resolution); pass --probe FILE.npz with "
-                      "realistic inputs to check gradient values")
+        report.update(
+            passed=None,
+            note="vacuous: the loss hardly changes along the direction (outputs saturated on "
+            "the probe inputs; the change is below float32 resolution); pass --probe FILE.npz with "
+            "realistic inputs to check gradient values",
+        )
     return report
 
 
@@ -371,8 +396,14 @@ def _first_line(error: Exception) -> str:
     return text.strip().splitlines()[0][:300] if text.strip() else type(error).__name__
 
 
-def run_saved_model_tf1(saved_model: str, signature: dict, feeds: dict[str, np.ndarray], gradients: bool,
-                        trains: dict | None = None, control_flow_v1: bool = False) -> dict:
+def run_saved_model_tf1(
+    saved_model: str,
+    signature: dict,
+    feeds: dict[str, np.ndarray],
+    gradients: bool,
+    trains: dict | None = None,
+    control_flow_v1: bool = False,
+) -> dict:
     """Outputs and gradient presence through `tf.compat.v1.saved_model.load` in a Session (the TF1 user path)."""
     import tensorflow as tf  # noqa: PLC0415
 
@@ -410,8 +441,11 @@ def run_saved_model_tf1(saved_model: str, signature: dict, feeds: dict[str, np.n
                     grads = [None] * len(trainable)
             report["missing"] = sorted(v.op.name for v, g in zip(trainable, grads) if g is None)
         # Finiteness is computed in the graph: one boolean per gradient is fetched, not every gradient's values.
-        present = [tf.reduce_all(tf.math.is_finite(g.values if isinstance(g, tf.IndexedSlices) else g))
-                   for g in grads if g is not None]
+        present = [
+            tf.reduce_all(tf.math.is_finite(g.values if isinstance(g, tf.IndexedSlices) else g))
+            for g in grads
+            if g is not None
+        ]
     with tf.compat.v1.Session(graph=graph) as sess:
         loader.restore_variables(sess, saver)
         loader.run_init_ops(sess, ["serve"])
@@ -430,8 +464,17 @@ class _nothing:
         return False
 
 
-def verify_conversion(layout, signature: dict, probes: dict, frozen_out: dict, *, trains: dict | None = None,
-                      tf1_control_flow_v1: bool = False, fake_quant: bool = False, progress=None) -> dict:
+def verify_conversion(
+    layout,
+    signature: dict,
+    probes: dict,
+    frozen_out: dict,
+    *,
+    trains: dict | None = None,
+    tf1_control_flow_v1: bool = False,
+    fake_quant: bool = False,
+    progress=None,
+) -> dict:
     """What "verified" means, in one place: the converted model, loaded as a TF1 user and as a TF2 user would,
     computes the frozen graph's outputs on the probes (within `tolerance`); every trainable variable gets a
     finite gradient from the trainable outputs on both paths; and the TF2 gradient agrees with a central finite
@@ -441,26 +484,43 @@ def verify_conversion(layout, signature: dict, probes: dict, frozen_out: dict, *
 
     from tb_unfreeze.errors import ConversionError  # noqa: PLC0415
 
-    result: dict = {"performed": True, "requested": True,
-                    "probe_shapes": {k: list(np.shape(v)) for k, v in probes.items()}}
+    result: dict = {
+        "performed": True,
+        "requested": True,
+        "probe_shapes": {k: list(np.shape(v)) for k, v in probes.items()},
+    }
     try:
-        tf1 = run_saved_model_tf1(layout.saved_model_tf1, signature, probes, gradients=True, trains=trains,
-                                  control_flow_v1=tf1_control_flow_v1)
+        tf1 = run_saved_model_tf1(
+            layout.saved_model_tf1,
+            signature,
+            probes,
+            gradients=True,
+            trains=trains,
+            control_flow_v1=tf1_control_flow_v1,
+        )
     except (tf.errors.OpError, ValueError, KeyError) as e:
         raise ConversionError(f"the converted model does not run in a TF1 Session: {_first_line(e)}") from None
     result["outputs"] = compare(frozen_out, tf1["outputs"])
-    result["tf1_session"] = {"outputs_match": all(o["passed"] for o in result["outputs"].values()),
-                             "missing_gradients": tf1.get("missing", []), "gradients_finite": tf1.get("finite", True),
-                             **({"error": tf1["error"]} if "error" in tf1 else {})}
+    result["tf1_session"] = {
+        "outputs_match": all(o["passed"] for o in result["outputs"].values()),
+        "missing_gradients": tf1.get("missing", []),
+        "gradients_finite": tf1.get("finite", True),
+        **({"error": tf1["error"]} if "error" in tf1 else {}),
+    }
     if progress:
         progress("verify TF2 gradients")
     try:
-        tf2 = run_saved_model_tf2(layout.saved_model, signature, probes, gradients=True, trains=trains,
-                                  finite_difference=True)
+        tf2 = run_saved_model_tf2(
+            layout.saved_model, signature, probes, gradients=True, trains=trains, finite_difference=True
+        )
         cmp2 = compare(frozen_out, tf2["outputs"])
-        result["tf2"] = {"outputs_match": all(o["passed"] for o in cmp2.values()),
-                         "missing_gradients": tf2.get("missing", []), "gradients_finite": tf2.get("finite", True),
-                         "outputs": cmp2, **({"error": tf2["error"]} if "error" in tf2 else {})}
+        result["tf2"] = {
+            "outputs_match": all(o["passed"] for o in cmp2.values()),
+            "missing_gradients": tf2.get("missing", []),
+            "gradients_finite": tf2.get("finite", True),
+            "outputs": cmp2,
+            **({"error": tf2["error"]} if "error" in tf2 else {}),
+        }
         fd = tf2.get("finite_difference")
     except (tf.errors.OpError, ValueError, TypeError, AttributeError, KeyError) as e:
         result["tf2"] = {"outputs_match": False, "error": _first_line(e), "missing_gradients": []}
@@ -478,15 +538,21 @@ def verify_conversion(layout, signature: dict, probes: dict, frozen_out: dict, *
         "path": "tf2_gradient_tape and tf1_session",
         "finite_difference": fd,
         "errors": sorted({e for e in (result["tf1_session"].get("error"), result["tf2"].get("error")) if e}),
-        "note": "" if not missing else
-        "these trainable variables get no gradient from the trainable outputs (they feed only non-differentiable "
+        "note": ""
+        if not missing
+        else "these trainable variables get no gradient from the trainable outputs (they feed only non-differentiable "
         "ops or unused outputs); mark them non-trainable or choose other outputs",
     }
-    result["max_abs_diff"] = max((o["max_abs_diff"] for o in result["outputs"].values()
-                                  if o["max_abs_diff"] is not None), default=0.0)
+    result["max_abs_diff"] = max(
+        (o["max_abs_diff"] for o in result["outputs"].values() if o["max_abs_diff"] is not None), default=0.0
+    )
     outputs_ok = result["tf1_session"]["outputs_match"] and result["tf2"].get("outputs_match", False)
-    gradients_ok = not missing and result["gradients"]["finite"] and not result["gradients"]["errors"] and (
-        fd is None and checked == 0 or fd is not None and fd.get("passed") is not False)
+    gradients_ok = (
+        not missing
+        and result["gradients"]["finite"]
+        and not result["gradients"]["errors"]
+        and (fd is None and checked == 0 or fd is not None and fd.get("passed") is not False)
+    )
     # Equal outputs prove nothing when the frozen graph itself gives NaN/Inf on the probes.
     floats = [np.asarray(v) for v in frozen_out.values() if np.issubdtype(np.asarray(v).dtype, np.floating)]
     non_finite = [v for v in floats if v.size and not np.all(np.isfinite(v))]
@@ -495,9 +561,15 @@ def verify_conversion(layout, signature: dict, probes: dict, frozen_out: dict, *
     outputs_ok = outputs_ok and not all_non_finite
     result["status"], result["problems"] = summarize(result, outputs_ok, gradients_ok, checked, fd)
     if non_finite:
-        result["problems"].insert(0, "the frozen graph's outputs are NaN or Inf on the probe inputs" + (
-            " everywhere: nothing could be compared; pass --probe FILE.npz with inputs it computes on"
-            if all_non_finite else " in places: those elements are compared only as NaN/Inf"))
+        result["problems"].insert(
+            0,
+            "the frozen graph's outputs are NaN or Inf on the probe inputs"
+            + (
+                " everywhere: nothing could be compared; pass --probe FILE.npz with inputs it computes on"
+                if all_non_finite
+                else " in places: those elements are compared only as NaN/Inf"
+            ),
+        )
     result["passed"] = result["status"] in ("verified", "verified_with_warnings")
     return result
 
@@ -508,8 +580,10 @@ def summarize(result: dict, outputs_ok: bool, gradients_ok: bool, checked: int, 
     if not result["tf1_session"]["outputs_match"]:
         problems.append("the TF1 SavedModel's outputs differ from the frozen graph's")
     if not result["tf2"].get("outputs_match", False):
-        problems.append("the TF2 SavedModel's outputs differ from the frozen graph's"
-                        + (f" ({result['tf2']['error']})" if result["tf2"].get("error") else ""))
+        problems.append(
+            "the TF2 SavedModel's outputs differ from the frozen graph's"
+            + (f" ({result['tf2']['error']})" if result["tf2"].get("error") else "")
+        )
     if result["gradients"]["missing"]:
         problems.append(f"{len(result['gradients']['missing'])} of {checked} trainable variables get no gradient")
     if not result["gradients"]["finite"]:
@@ -519,8 +593,10 @@ def summarize(result: dict, outputs_ok: bool, gradients_ok: bool, checked: int, 
     if fd is not None and fd.get("passed") is None and fd.get("note"):
         problems.append(f"finite-difference check {fd['note']}")
     if fd is not None and fd.get("passed") is False:
-        problems.append(f"the gradient disagrees with a finite difference of the loss (relative error "
-                        f"{fd['relative_error']:.2g} > {fd['tolerance']})")
+        problems.append(
+            f"the gradient disagrees with a finite difference of the loss (relative error "
+            f"{fd['relative_error']:.2g} > {fd['tolerance']})"
+        )
     if outputs_ok and gradients_ok:
         return ("verified_with_warnings" if fd is not None and fd.get("passed") is None else "verified"), problems
     return "failed", problems
@@ -549,15 +625,23 @@ def check_against_quantized(verification: dict, quantized_out: dict, float_out: 
         span = float(np.ptp(ref64)) or 1.0
         mean = float(np.mean(np.abs(ref64 - got)))
         corr = float(np.corrcoef(ref64, got)[0, 1]) if np.std(ref64) > 0 and np.std(got) > 0 else 1.0
-        report[name] = {"mean_abs_diff": mean, "max_abs_diff": float(np.max(np.abs(ref64 - got))), "range": span,
-                        "correlation": corr, "passed": mean <= QUANTIZED_MEAN_TOLERANCE * span
-                        and corr >= QUANTIZED_MIN_CORRELATION}
+        report[name] = {
+            "mean_abs_diff": mean,
+            "max_abs_diff": float(np.max(np.abs(ref64 - got))),
+            "range": span,
+            "correlation": corr,
+            "passed": mean <= QUANTIZED_MEAN_TOLERANCE * span and corr >= QUANTIZED_MIN_CORRELATION,
+        }
     verification["quantized_reference"] = {
-        "outputs": report, "tolerance": {"mean_abs_diff_per_range": QUANTIZED_MEAN_TOLERANCE,
-                                         "min_correlation": QUANTIZED_MIN_CORRELATION},
+        "outputs": report,
+        "tolerance": {
+            "mean_abs_diff_per_range": QUANTIZED_MEAN_TOLERANCE,
+            "min_correlation": QUANTIZED_MIN_CORRELATION,
+        },
         "passed": all(r["passed"] for r in report.values()),
     }
     if not verification["quantized_reference"]["passed"]:
         verification.setdefault("problems", []).append(
-            "the dequantized model differs from the quantized original beyond quantization tolerance")
+            "the dequantized model differs from the quantized original beyond quantization tolerance"
+        )
         verification["status"], verification["passed"] = "failed", False

@@ -88,8 +88,13 @@ def _convert_one(message: dict) -> int:
 
     try:
         request = ConversionRequest.from_json(message["request"])
-        result = convert(message["source"], message["out_dir"], request, replace=bool(message.get("replace")),
-                         progress=lambda step, fraction: _emit({"progress": [step, fraction]}))
+        result = convert(
+            message["source"],
+            message["out_dir"],
+            request,
+            replace=bool(message.get("replace")),
+            progress=lambda step, fraction: _emit({"progress": [step, fraction]}),
+        )
     except UserError as e:
         _emit({"error": str(e), "type": type(e).__name__, "http_code": e.http_code})
         return 2
@@ -115,8 +120,15 @@ def _serve_forever() -> int:
     import tb_unfreeze.conversion  # noqa: F401, PLC0415
     import tb_unfreeze.verify  # noqa: F401, PLC0415
 
-    _emit({"ready": {"pid": os.getpid(), "import_seconds": round(time.perf_counter() - started, 3),
-                     "rss_mb": round(_rss_mb(), 1)}})
+    _emit(
+        {
+            "ready": {
+                "pid": os.getpid(),
+                "import_seconds": round(time.perf_counter() - started, 3),
+                "rss_mb": round(_rss_mb(), 1),
+            }
+        }
+    )
     served = 0
     for line in sys.stdin:
         if not line.strip():
@@ -139,7 +151,10 @@ class _Worker:
         self._stderr = tempfile.TemporaryFile(mode="w+b")  # a file, not a pipe: a chatty TensorFlow cannot block
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tb_unfreeze.worker", *(["--serve"] if warm else [])],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
         )
         self.started = time.time()
@@ -322,8 +337,7 @@ class WorkerPool:
 
     def stats(self) -> dict:
         with self._lock:
-            return {"idle": [w.pid for w in self._idle], "busy": [w.pid for w in self._busy],
-                    "started": self.started}
+            return {"idle": [w.pid for w in self._idle], "busy": [w.pid for w in self._busy], "started": self.started}
 
     def shutdown(self) -> None:
         """Close the waiting workers (busy ones finish their conversion and are closed on release)."""
@@ -341,14 +355,24 @@ def warm_up() -> None:
     POOL.warm_up()
 
 
-def convert_in_subprocess(source: str, out_dir: str, request: ConversionRequest | None = None, *,
-                          replace: bool = False, progress: Callable | None = None,
-                          timeout: float | None = None) -> ConversionResult:
+def convert_in_subprocess(
+    source: str,
+    out_dir: str,
+    request: ConversionRequest | None = None,
+    *,
+    replace: bool = False,
+    progress: Callable | None = None,
+    timeout: float | None = None,
+) -> ConversionResult:
     """Like `convert`, in a child process (a warm one when available). Raises the same UserError message on user
     errors and a ConversionError when the child dies (e.g. a TensorFlow crash) or runs out of time, never leaving
     partial output; such a child is replaced."""
-    request = {"source": os.fspath(source), "out_dir": os.fspath(out_dir), "replace": replace,
-               "request": (request or ConversionRequest()).to_json()}
+    request = {
+        "source": os.fspath(source),
+        "out_dir": os.fspath(out_dir),
+        "replace": replace,
+        "request": (request or ConversionRequest()).to_json(),
+    }
     worker = POOL.acquire()
     try:
         outcome = worker.run(request, progress, timeout)
@@ -368,7 +392,9 @@ def convert_in_subprocess(source: str, out_dir: str, request: ConversionRequest 
         error.http_code = outcome.get("http_code", 400)
         raise error
     tail = [ln for ln in stderr.strip().splitlines() if ln.strip()][-1:] or [f"exit code {code}"]
-    raise ConversionError(f"the conversion of {source} crashed inside TensorFlow ({tail[0][:300]}); nothing was written.")
+    raise ConversionError(
+        f"the conversion of {source} crashed inside TensorFlow ({tail[0][:300]}); nothing was written."
+    )
 
 
 if __name__ == "__main__":

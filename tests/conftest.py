@@ -51,8 +51,16 @@ def model_entries(sub: str) -> list:
     """
     folder = os.path.join(MODELS_DIR, sub)
     if not os.path.isdir(folder):
-        return [pytest.param(None, id=f"no-{sub}", marks=pytest.mark.skip(
-            reason=f"shared models folder {folder} is absent; set TB_UNFREEZE_MODELS to a copy of the models folder"))]
+        return [
+            pytest.param(
+                None,
+                id=f"no-{sub}",
+                marks=pytest.mark.skip(
+                    reason=f"shared models folder {folder} is absent; set TB_UNFREEZE_MODELS to a copy of the "
+                    "models folder"
+                ),
+            )
+        ]
     return [
         pytest.param(os.path.join(folder, name), id=name)
         for name in sorted(os.listdir(folder))

@@ -13,19 +13,54 @@ from tensorboard.compat.proto import types_pb2
 
 FLOAT = {types_pb2.DT_HALF, types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE, types_pb2.DT_BFLOAT16}
 NON_WEIGHT_DTYPES = {
-    types_pb2.DT_INT8, types_pb2.DT_INT16, types_pb2.DT_INT32, types_pb2.DT_INT64, types_pb2.DT_UINT8,
-    types_pb2.DT_UINT16, types_pb2.DT_UINT32, types_pb2.DT_UINT64, types_pb2.DT_STRING, types_pb2.DT_BOOL,
+    types_pb2.DT_INT8,
+    types_pb2.DT_INT16,
+    types_pb2.DT_INT32,
+    types_pb2.DT_INT64,
+    types_pb2.DT_UINT8,
+    types_pb2.DT_UINT16,
+    types_pb2.DT_UINT32,
+    types_pb2.DT_UINT64,
+    types_pb2.DT_STRING,
+    types_pb2.DT_BOOL,
 }
 READ_VARIABLE = re.compile(r"(^|/)ReadVariableOp(_\d+)?$")
 
 # Input slots that hold a shape, an axis, strides, paddings, sizes or indices: never a weight.
 SHAPE_SLOTS: dict[str, set[int]] = {
-    "Reshape": {1}, "ExpandDims": {1}, "Transpose": {1}, "Tile": {1}, "Fill": {0}, "BroadcastTo": {1},
-    "Pad": {1}, "PadV2": {1}, "MirrorPad": {1}, "StridedSlice": {1, 2, 3}, "Slice": {1, 2},
-    "Sum": {1}, "Mean": {1}, "Max": {1}, "Min": {1}, "Prod": {1}, "All": {1}, "Any": {1},
-    "ArgMax": {1}, "ArgMin": {1}, "Split": {0}, "SplitV": {1, 2}, "GatherV2": {1, 2}, "Range": {0, 1, 2},
-    "Conv2DBackpropInput": {0}, "ResizeBilinear": {1}, "ResizeNearestNeighbor": {1}, "OneHot": {1},
-    "SpaceToBatchND": {1, 2}, "BatchToSpaceND": {1, 2}, "ConcatV2": set(), "Cumsum": {1}, "TopKV2": {1},
+    "Reshape": {1},
+    "ExpandDims": {1},
+    "Transpose": {1},
+    "Tile": {1},
+    "Fill": {0},
+    "BroadcastTo": {1},
+    "Pad": {1},
+    "PadV2": {1},
+    "MirrorPad": {1},
+    "StridedSlice": {1, 2, 3},
+    "Slice": {1, 2},
+    "Sum": {1},
+    "Mean": {1},
+    "Max": {1},
+    "Min": {1},
+    "Prod": {1},
+    "All": {1},
+    "Any": {1},
+    "ArgMax": {1},
+    "ArgMin": {1},
+    "Split": {0},
+    "SplitV": {1, 2},
+    "GatherV2": {1, 2},
+    "Range": {0, 1, 2},
+    "Conv2DBackpropInput": {0},
+    "ResizeBilinear": {1},
+    "ResizeNearestNeighbor": {1},
+    "OneHot": {1},
+    "SpaceToBatchND": {1, 2},
+    "BatchToSpaceND": {1, 2},
+    "ConcatV2": set(),
+    "Cumsum": {1},
+    "TopKV2": {1},
 }
 
 
@@ -89,16 +124,18 @@ class Oracle:
     def only_shape_slots(self, node) -> bool:
         uses = self.through_identity(node.name)
         return bool(uses) and all(
-            slot in SHAPE_SLOTS.get(c.op, set()) or (c.op == "ConcatV2" and slot == len(
-                [i for i in c.input if not i.startswith("^")]) - 1)
+            slot in SHAPE_SLOTS.get(c.op, set())
+            or (c.op == "ConcatV2" and slot == len([i for i in c.input if not i.startswith("^")]) - 1)
             for c, slot in uses
         )
 
     def source_const(self, name: str, depth: int = 8):
         """Walk back from a tensor through Identity/Enter/Switch/Cast/Dequantize to a Const (or None)."""
         node = self.nodes.get(name)
-        while node is not None and depth > 0 and node.op in (
-            "Identity", "Enter", "Switch", "RefSwitch", "Cast", "Snapshot", "Dequantize", "Merge"
+        while (
+            node is not None
+            and depth > 0
+            and node.op in ("Identity", "Enter", "Switch", "RefSwitch", "Cast", "Snapshot", "Dequantize", "Merge")
         ):
             node = self.nodes.get(split(node.input[0])[0]) if node.input else None
             depth -= 1
@@ -139,8 +176,13 @@ class Oracle:
                     other = ins[1 - s]
                     while other is not None and other.op in ("Identity", "Enter", "Switch", "Merge"):
                         other = self.input_node(other, 0)
-                    is_scale = other is not None and (other.op == "Rsqrt" or (other.op == "Mul" and any(
-                        (x := self.input_node(other, k)) is not None and x.op == "Rsqrt" for k in (0, 1))))
+                    is_scale = other is not None and (
+                        other.op == "Rsqrt"
+                        or (
+                            other.op == "Mul"
+                            and any((x := self.input_node(other, k)) is not None and x.op == "Rsqrt" for k in (0, 1))
+                        )
+                    )
                     data = [i for i in mul.input if not i.startswith("^")]
                     c = self.source_const(split(data[s])[0])
                     if is_scale and c is not None and self.shape(c):

@@ -25,8 +25,9 @@ def parse(data: bytes) -> graph_pb2.GraphDef:
 
 
 def _consts(g: graph_pb2.GraphDef, float_only: bool = True) -> list:
-    return [n for n in g.node
-            if n.op == "Const" and (not float_only or n.attr["value"].tensor.dtype == types_pb2.DT_FLOAT)]
+    return [
+        n for n in g.node if n.op == "Const" and (not float_only or n.attr["value"].tensor.dtype == types_pb2.DT_FLOAT)
+    ]
 
 
 def _pick(rng: random.Random, items: list, k: int = 3) -> list:
@@ -131,8 +132,17 @@ def nan_inf_weights(g, rng):
 def wrong_dtypes(g, rng):
     """A Const's value dtype, its dtype attribute, or a placeholder's dtype set to another or an invalid type."""
     node = rng.choice(_consts(g) + [n for n in g.node if n.op == "Placeholder"] or list(g.node))
-    dtype = rng.choice([types_pb2.DT_INT64, types_pb2.DT_STRING, types_pb2.DT_DOUBLE, types_pb2.DT_QUINT8,
-                        types_pb2.DT_RESOURCE, types_pb2.DT_FLOAT_REF, 999])
+    dtype = rng.choice(
+        [
+            types_pb2.DT_INT64,
+            types_pb2.DT_STRING,
+            types_pb2.DT_DOUBLE,
+            types_pb2.DT_QUINT8,
+            types_pb2.DT_RESOURCE,
+            types_pb2.DT_FLOAT_REF,
+            999,
+        ]
+    )
     where = rng.choice(["value", "attr"]) if node.op == "Const" else "attr"
     if where == "value":
         node.attr["value"].tensor.dtype = dtype
@@ -165,8 +175,17 @@ def garbage_attrs(g, rng):
 
 STRUCTURAL = {
     f.__name__: f
-    for f in (duplicate_names, missing_input, cycle, huge_shape, content_mismatch, nan_inf_weights, wrong_dtypes,
-              negative_dims, garbage_attrs)
+    for f in (
+        duplicate_names,
+        missing_input,
+        cycle,
+        huge_shape,
+        content_mismatch,
+        nan_inf_weights,
+        wrong_dtypes,
+        negative_dims,
+        garbage_attrs,
+    )
 }
 
 
@@ -194,8 +213,11 @@ def insert_identity(g, rng):
     names = []
     for const in _pick(rng, [c for c in _consts(g) if _consumers(g, c.name)]):
         tensor = const.name
-        reads = [n for n in _consumers(g, tensor)
-                 if n.op == "Identity" and (n.name == f"{const.name}/read" or _READ_VARIABLE.search(n.name))]
+        reads = [
+            n
+            for n in _consumers(g, tensor)
+            if n.op == "Identity" and (n.name == f"{const.name}/read" or _READ_VARIABLE.search(n.name))
+        ]
         if reads:
             tensor = reads[0].name
         consumers = _consumers(g, tensor)

@@ -21,8 +21,7 @@ NOT_FROZEN = model_entries("not_frozen")
 def _sha256_tree(path: str) -> dict[str, str]:
     if not os.path.exists(path) or os.path.islink(path) and not os.path.exists(os.path.realpath(path)):
         return {}
-    files = [path] if not os.path.isdir(path) else sorted(
-        os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs)
+    files = [path] if not os.path.isdir(path) else sorted(os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs)
     out = {}
     for f in files:
         if os.path.isfile(f):
@@ -32,8 +31,13 @@ def _sha256_tree(path: str) -> dict[str, str]:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tb_unfreeze", *args], capture_output=True, text=True,
-                          timeout=180, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "tb_unfreeze", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def _check_refused(path: str, tmp_path, expect_words: tuple[str, ...] = ()) -> None:
@@ -138,9 +142,22 @@ def _garbage(kind: str, folder) -> str:
     return str(p), words
 
 
-@pytest.mark.parametrize("kind", ["empty", "random", "truncated_small", "truncated_large", "text",
-                                  "text_proto_not_graph", "directory", "missing", "dangling_symlink", "fifo",
-                                  "unreadable"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "empty",
+        "random",
+        "truncated_small",
+        "truncated_large",
+        "text",
+        "text_proto_not_graph",
+        "directory",
+        "missing",
+        "dangling_symlink",
+        "fifo",
+        "unreadable",
+    ],
+)
 def test_garbage_is_refused(kind, tmp_path):
     path, words = _garbage(kind, tmp_path / "src")
     _check_refused(path, tmp_path, words)

@@ -31,8 +31,12 @@ START_TIMEOUT = 90  # s for TensorBoard to answer
 JOBS_TIMEOUT = 300  # s for all conversions (one worker: they run one after another)
 MAX_READ_LATENCY = 5.0  # s for a read route while conversions run
 SAME = "same.pb"
-OTHERS = {"b.pb": "tf2onnx_regression.pb", "sub/c.pb": "tf2onnx_regression.pb", "voice.pb": "hollance_voice_logreg.pb",
-          "fc.pb": "tf2onnx_fc_layers.pb"}
+OTHERS = {
+    "b.pb": "tf2onnx_regression.pb",
+    "sub/c.pb": "tf2onnx_regression.pb",
+    "voice.pb": "hollance_voice_logreg.pb",
+    "fc.pb": "tf2onnx_fc_layers.pb",
+}
 
 
 def _free_port() -> int:
@@ -62,8 +66,20 @@ def server(tmp_path_factory, real_model):
     port = _free_port()
     log = open(logdir.parent / "tensorboard.log", "w")
     proc = subprocess.Popen(
-        [installed_command("tensorboard"), "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port), "--reload_interval", "1"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        [
+            installed_command("tensorboard"),
+            "--logdir",
+            str(logdir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--reload_interval",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -118,8 +134,9 @@ def test_eight_simultaneous_conversions(server):
         if all(a is not None for a in answers):
             for t in threads:
                 t.join(1)
-            jobs = {json.loads(text)["job"]["id"]: ids[i] for i, (status, text, _) in enumerate(answers)
-                    if status == 200}
+            jobs = {
+                json.loads(text)["job"]["id"]: ids[i] for i, (status, text, _) in enumerate(answers) if status == 200
+            }
             states = {j["id"]: j["state"] for j in json.loads(_request(f"{url}{BASE}/jobs")[1])["jobs"]}
             done = all(states.get(j) in ("done", "failed") for j in jobs)
         time.sleep(0.3)
@@ -164,16 +181,23 @@ def test_eight_simultaneous_conversions(server):
         "    out[model_id] = sorted(v.name.split(':')[0] for v in m.variables)\n"
         "print(json.dumps(out))\n"
     )
-    loaded = subprocess.run([sys.executable, "-c", script, json.dumps(outputs)], capture_output=True, text=True,
-                            timeout=180, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    loaded = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(outputs)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     variables = json.loads(loaded.stdout.strip().splitlines()[-1])
     for model_id, d in outputs.items():
         with open(os.path.join(d, "unfreeze.json")) as f:
             manifest = json.load(f)
         assert variables[model_id] == sorted(v["variable_name"] for v in manifest["variables"]), model_id
-    print(f"\nconcurrency: {len(ids)} POSTs ({len(jobs)} accepted, {len(ids) - len(jobs)} refused 409), "
-          f"{len(latencies)} reads during conversions, max latency {max(latencies):.2f} s")
+    print(
+        f"\nconcurrency: {len(ids)} POSTs ({len(jobs)} accepted, {len(ids) - len(jobs)} refused 409), "
+        f"{len(latencies)} reads during conversions, max latency {max(latencies):.2f} s"
+    )
 
 
 def test_server_still_healthy_after_the_burst(server):

@@ -32,8 +32,16 @@ SMALL = "tf2onnx_regression.pb"
 
 
 def test_request_json_round_trips():
-    request = C.ConversionRequest(only=["b", "a"], exclude=["c"], trainable={"a": False}, inputs=["x"],
-                                  outputs=["y:0"], verify=False, probe="/tmp/p.npz", dequantize=True)
+    request = C.ConversionRequest(
+        only=["b", "a"],
+        exclude=["c"],
+        trainable={"a": False},
+        inputs=["x"],
+        outputs=["y:0"],
+        verify=False,
+        probe="/tmp/p.npz",
+        dequantize=True,
+    )
     data = request.to_json()
     assert data["schema"] == C.REQUEST_SCHEMA and data["only"] == ["a", "b"]
     assert C.ConversionRequest.from_json(json.loads(json.dumps(data))) == request
@@ -43,18 +51,21 @@ def test_request_json_round_trips():
     assert C.ConversionRequest().to_json()["only"] is None  # None means "the recommended ones", not "none"
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"only": "w"}, "only"),
-    ({"only": [1]}, "only"),
-    ({"exclude": None, "trainable": []}, "trainable"),
-    ({"trainable": {"w": "yes"}}, "trainable"),
-    ({"verify": "true"}, "verify"),
-    ({"dequantize": 1}, "dequantize"),
-    ({"probe": ""}, "probe"),
-    ({"outputs": [""]}, "outputs"),
-    ({"selection": {}}, "unknown field"),
-    ({"schema": "tb_unfreeze.request/99"}, "schema"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"only": "w"}, "only"),
+        ({"only": [1]}, "only"),
+        ({"exclude": None, "trainable": []}, "trainable"),
+        ({"trainable": {"w": "yes"}}, "trainable"),
+        ({"verify": "true"}, "verify"),
+        ({"dequantize": 1}, "dequantize"),
+        ({"probe": ""}, "probe"),
+        ({"outputs": [""]}, "outputs"),
+        ({"selection": {}}, "unknown field"),
+        ({"schema": "tb_unfreeze.request/99"}, "schema"),
+    ],
+)
 def test_a_malformed_request_is_refused_naming_the_field(body, field):
     with pytest.raises(C.ContractError) as caught:
         C.ConversionRequest.from_json(body)
@@ -125,12 +136,15 @@ def test_a_moved_conversion_describes_its_new_folder(converted, tmp_path):
     assert opened.variables == result.variables and opened.verification == result.verification
 
 
-@pytest.mark.parametrize(("content", "words"), [
-    ("{not json", "not a readable"),
-    ('{"schema": "something/1"}', "schema"),
-    ('{"schema": "tb_unfreeze.manifest/2", "out_dir": "/x"}', "lacks"),
-    ("[]", "not a JSON object"),
-])
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ("{not json", "not a readable"),
+        ('{"schema": "something/1"}', "schema"),
+        ('{"schema": "tb_unfreeze.manifest/2", "out_dir": "/x"}', "lacks"),
+        ("[]", "not a JSON object"),
+    ],
+)
 def test_open_refuses_what_is_not_a_manifest_in_one_sentence(tmp_path, content, words):
     (tmp_path / C.MANIFEST).write_text(content)
     with pytest.raises(UserError) as caught:
@@ -155,8 +169,9 @@ def test_a_verification_record_contradicting_itself_is_refused():
 def test_the_committed_schemas_are_the_generated_ones():
     for name, schema in C.json_schemas().items():
         with open(os.path.join(ROOT, "docs", "schema", name), encoding="utf-8") as f:
-            assert json.load(f) == json.loads(json.dumps(schema)), f"docs/schema/{name} is stale: run " \
-                "`python -m tb_unfreeze.contract docs/schema`"
+            assert json.load(f) == json.loads(json.dumps(schema)), (
+                f"docs/schema/{name} is stale: run `python -m tb_unfreeze.contract docs/schema`"
+            )
         jsonschema.Draft202012Validator.check_schema(schema)
 
 
@@ -185,23 +200,34 @@ def _violations(path: str) -> list[str]:
         # manifest["..."] / manifest.get("...") on a dict: readers go through ConversionResult
         if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "manifest":
             found.append(f"{path}:{node.lineno}: manifest[...]")
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
-                and isinstance(node.func.value, ast.Name) and node.func.value.id == "manifest"):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "manifest"
+        ):
             found.append(f"{path}:{node.lineno}: manifest.get(...)")
     return found
 
 
 def test_every_writer_and_reader_goes_through_the_contract():
-    found = [v for path in _python_sources() if not path.endswith(os.path.join("tb_unfreeze", "contract.py"))
-             for v in _violations(path)]
+    found = [
+        v
+        for path in _python_sources()
+        if not path.endswith(os.path.join("tb_unfreeze", "contract.py"))
+        for v in _violations(path)
+    ]
     assert not found, "\n".join(found)
 
 
 def test_the_source_scan_catches_a_reader_that_goes_around_the_contract(tmp_path):
     """The scan above must be able to fail: a dict-reading module is flagged."""
     bad = tmp_path / "bad.py"
-    bad.write_text('import json\nmanifest = json.load(open("out/unfreeze.json"))\nprint(manifest["variables"])\n'
-                   'print(manifest.get("totals"))\n')
+    bad.write_text(
+        'import json\nmanifest = json.load(open("out/unfreeze.json"))\nprint(manifest["variables"])\n'
+        'print(manifest.get("totals"))\n'
+    )
     assert len(_violations(str(bad))) == 3
 
 

@@ -56,8 +56,9 @@ def _build_tf1_graph(path) -> str:
             gamma = tf.compat.v1.get_variable("bn1/gamma", (8,), initializer=tf.compat.v1.ones_initializer())
             beta = tf.compat.v1.get_variable("bn1/beta", (8,), initializer=tf.compat.v1.zeros_initializer())
             mean = tf.compat.v1.get_variable("bn1/moving_mean", (8,), initializer=init, trainable=False)
-            var = tf.compat.v1.get_variable("bn1/moving_variance", (8,), trainable=False,
-                                            initializer=tf.compat.v1.constant_initializer(1.5))
+            var = tf.compat.v1.get_variable(
+                "bn1/moving_variance", (8,), trainable=False, initializer=tf.compat.v1.constant_initializer(1.5)
+            )
             fc_w = tf.compat.v1.get_variable("fc/weights", (8, 4), initializer=init)
             fc_b = tf.compat.v1.get_variable("fc/biases", (4,), initializer=tf.compat.v1.zeros_initializer())
         h = tf.nn.bias_add(tf.nn.conv2d(x, w, strides=[1, 1, 1, 1], padding="SAME"), b)
@@ -89,10 +90,16 @@ def frozen_keras(tmp_path_factory) -> str:
     """The Keras models frozen in another process, as a user's frozen graph arrives: freezing registers the frozen
     functions in this process's eager context, which would mask (or cause) name clashes on the training side."""
     folder = tmp_path_factory.mktemp("frozen_keras")
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); "
-            "from test_convert_built import _freeze_keras_models; _freeze_keras_models(sys.argv[2])")
-    proc = subprocess.run([sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__)), str(folder)],
-                          capture_output=True, text=True, timeout=600)
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); "
+        "from test_convert_built import _freeze_keras_models; _freeze_keras_models(sys.argv[2])"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__)), str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return str(folder)
 
@@ -138,8 +145,9 @@ def _frozen_vs_saved_model(path: str, out: str, manifest: dict, shape: tuple) ->
         frozen_def = tf.compat.v1.GraphDef.FromString(f.read())
     graph = tf.Graph()
     with graph.as_default(), tf.compat.v1.Session(graph=graph) as sess:
-        tensors = tf.import_graph_def(frozen_def, return_elements=[f"{inp['name']}:0", *manifest["outputs"]],
-                                      name="frozen")
+        tensors = tf.import_graph_def(
+            frozen_def, return_elements=[f"{inp['name']}:0", *manifest["outputs"]], name="frozen"
+        )
         frozen = dict(zip(manifest["outputs"], sess.run(tensors[1:], {tensors[0]: x})))
     graph = tf.Graph()
     with tf.compat.v1.Session(graph=graph) as sess:
@@ -189,8 +197,16 @@ def test_mobilenet_names_are_readable_keras_names(built):
 def test_tf1_graph_keeps_variable_names(built):
     _, _, manifest, _ = built("tf1_convnet")
     by_name = {v["variable_name"]: v for v in manifest["variables"]}
-    assert set(by_name) == {"net/conv1/weights", "net/conv1/biases", "net/bn1/gamma", "net/bn1/beta",
-                            "net/bn1/moving_mean", "net/bn1/moving_variance", "net/fc/weights", "net/fc/biases"}
+    assert set(by_name) == {
+        "net/conv1/weights",
+        "net/conv1/biases",
+        "net/bn1/gamma",
+        "net/bn1/beta",
+        "net/bn1/moving_mean",
+        "net/bn1/moving_variance",
+        "net/fc/weights",
+        "net/fc/biases",
+    }
     assert not by_name["net/bn1/moving_mean"]["trainable"] and not by_name["net/bn1/moving_variance"]["trainable"]
     assert by_name["net/bn1/gamma"]["trainable"] and by_name["net/conv1/weights"]["role"] == "kernel"
 
@@ -237,7 +253,8 @@ def test_gradient_tape_fine_tuning_on_tf2_signature_lowers_loss(name, built):
     (out_key,) = manifest["signature"]["outputs"].values()
     trainable = [v for v in loaded.variables if v.trainable]
     assert {v.name.rsplit(":", 1)[0] for v in trainable} == {
-        v["variable_name"] for v in manifest["variables"] if v["trainable"]}
+        v["variable_name"] for v in manifest["variables"] if v["trainable"]
+    }
     x, _ = _batch(shape, n=4)
     target = tf.constant(RNG.standard_normal(fn(**{in_key: x})[out_key].shape).astype(np.float32))
     frozen_before = {v.name: v.numpy() for v in loaded.variables if not v.trainable}
@@ -290,8 +307,12 @@ def test_lowered_lstm_tf2_gradient_equals_a_finite_difference_per_loop_weight(bu
     fn = loaded.signatures["serving_default"]
     (in_key,) = manifest["signature"]["inputs"].values()
     x = tf.constant(_batch(shape, n=2)[0])
-    loop_vars = [v for v in loaded.variables if v.name.rsplit(":", 1)[0] in {
-        r["variable_name"] for r in manifest["variables"] if r["role"].startswith("rnn_")}]
+    loop_vars = [
+        v
+        for v in loaded.variables
+        if v.name.rsplit(":", 1)[0]
+        in {r["variable_name"] for r in manifest["variables"] if r["role"].startswith("rnn_")}
+    ]
     assert len(loop_vars) == 3
 
     def loss():
@@ -317,11 +338,22 @@ def test_lowered_lstm_tf2_gradient_equals_a_finite_difference_per_loop_weight(bu
 SLOW = os.environ.get("TB_UNFREEZE_SLOW_TESTS") == "1"
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param("mobilenet_v2", marks=pytest.mark.skipif(
-        not SLOW, reason="slow: UnfrozenLayer's first fit on MobileNetV2 traces for ~1 min on 2 CPUs; "
-        "set TB_UNFREEZE_SLOW_TESTS=1")),
-    "tf1_convnet", "lstm_lowered", "lstm_functional"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            "mobilenet_v2",
+            marks=pytest.mark.skipif(
+                not SLOW,
+                reason="slow: UnfrozenLayer's first fit on MobileNetV2 traces for ~1 min on 2 CPUs; "
+                "set TB_UNFREEZE_SLOW_TESTS=1",
+            ),
+        ),
+        "tf1_convnet",
+        "lstm_lowered",
+        "lstm_functional",
+    ],
+)
 def test_keras_fit_through_unfrozen_layer_lowers_loss(name, built):
     ukeras = pytest.importorskip("tb_unfreeze.keras", reason="tb_unfreeze.keras.UnfrozenLayer not written yet (lead)")
     _, out, manifest, shape = built(name)
@@ -360,8 +392,9 @@ def _build_noisy_graph(path) -> str:
     graph = tf.Graph()
     with graph.as_default():
         x = tf.compat.v1.placeholder(tf.float32, (None, 4), name="x")
-        w = tf.compat.v1.get_variable("dense/kernel", (4, 3), initializer=tf.compat.v1.ones_initializer(),
-                                      use_resource=False)
+        w = tf.compat.v1.get_variable(
+            "dense/kernel", (4, 3), initializer=tf.compat.v1.ones_initializer(), use_resource=False
+        )
         noise = tf.random.normal((1, 3), stddev=0.01)  # no seed: fresh values every run
         tf.identity(tf.matmul(x, w) + noise, name="y")
         with tf.compat.v1.Session(graph=graph) as sess:

@@ -22,9 +22,12 @@ from tb_unfreeze.cli import main as cli_main  # noqa: E402
 
 REAL = model_entries("real")
 # Not convertible here, each for a reason the user is told (tested below): custom ops, all-quantized weights.
-NOT_CONVERTIBLE = {"deepmd_deeppot.pbtxt", "tf_android_stylize_quantized.pb",
-                   # converts by default, but its gradients are not finite on the probes (tested below): not verified
-                   "opencv_face_detector_uint8.pb"}
+NOT_CONVERTIBLE = {
+    "deepmd_deeppot.pbtxt",
+    "tf_android_stylize_quantized.pb",
+    # converts by default, but its gradients are not finite on the probes (tested below): not verified
+    "opencv_face_detector_uint8.pb",
+}
 CONVERTIBLE = [p for p in REAL if p.values[0] is None or os.path.basename(p.values[0]) not in NOT_CONVERTIBLE]
 STATE_ROLES = {"bn_moving_mean", "bn_moving_variance"}
 # Files whose gradient values cannot be checked by finite differences, and why (reported as warnings, exit 0):
@@ -32,9 +35,13 @@ STATE_ROLES = {"bn_moving_mean", "bn_moving_variance"}
 # the probe inputs (a softmax at exactly 0/1, a sigmoid at 1 - 1e-6), so the loss does not move in float32.
 # The two ReLU6 MobileNets are curved along the gradient: the estimates approach it as the step shrinks but reach
 # float32 round-off first ("inconclusive", not a failure: a wrong gradient gives a plateau away from it).
-EXPECTED_WARNINGS = {"qat_fakequant_mlp_edgetpu.pb": "straight-through", "cnn_tfrecord_iterator_mouth.pb": "vacuous",
-                     "hollance_voice_logreg.pb": "vacuous", "mobilenet_v1_025_128_slim_frozen.pb": "inconclusive",
-                     "rranddom_doc_localisation_mnv2.pb": "inconclusive"}
+EXPECTED_WARNINGS = {
+    "qat_fakequant_mlp_edgetpu.pb": "straight-through",
+    "cnn_tfrecord_iterator_mouth.pb": "vacuous",
+    "hollance_voice_logreg.pb": "vacuous",
+    "mobilenet_v1_025_128_slim_frozen.pb": "inconclusive",
+    "rranddom_doc_localisation_mnv2.pb": "inconclusive",
+}
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +75,8 @@ def _tolerance_ok(ref: np.ndarray, got: np.ndarray) -> bool:
         return False
     ok = ~np.isnan(ref)
     return float(np.max(np.abs(ref[ok] - got[ok]), initial=0.0)) <= 1e-5 * max(
-        1.0, float(np.max(np.abs(ref[ok]), initial=0.0)))
+        1.0, float(np.max(np.abs(ref[ok]), initial=0.0))
+    )
 
 
 @pytest.mark.parametrize("path", CONVERTIBLE)
@@ -125,7 +133,7 @@ def _frozen_outputs(path: str, feeds: dict, fetches: list[str], defaults: dict) 
         tensors = tf.import_graph_def(graph_def, return_elements=names, name="frozen_for_test")
     with tf.compat.v1.Session(graph=graph) as sess:
         feed = dict(zip(tensors, [*feeds.values(), *defaults.values()]))
-        return sess.run(tensors[len(feed):], feed)
+        return sess.run(tensors[len(feed) :], feed)
 
 
 def _probes_used(path: str, manifest: dict) -> dict:
@@ -136,7 +144,9 @@ def _probes_used(path: str, manifest: dict) -> dict:
 
     graph_def = load_graph(path, tf.compat.v1.GraphDef).graph_def
     prepare_graph(graph_def)
-    inputs = [GraphInput(**{k: i[k] for k in ("name", "dtype", "shape", "kind", "default")}) for i in manifest["inputs"]]
+    inputs = [
+        GraphInput(**{k: i[k] for k in ("name", "dtype", "shape", "kind", "default")}) for i in manifest["inputs"]
+    ]
     made = probes.make_probes(inputs, None, graph_def, manifest["outputs"])
     assert {k: list(np.shape(v)) for k, v in made.items()} == manifest["verification"]["probe_shapes"]
     return made
@@ -191,8 +201,10 @@ def test_tf1_session_trains_every_trainable_variable_and_matches_frozen(path, co
         fetches = [graph.get_tensor_by_name(sd.outputs[k].name) for _, k in fetch_keys]
         feed = {graph.get_tensor_by_name(sd.inputs[sig["inputs"][n]].name): v for n, v in feeds.items()}
         with v1_control_flow():
-            loss = _loss(dict(zip([k for _, k in fetch_keys], fetches)),
-                         [sig["outputs"][t] for t in manifest["trainable_outputs"]])
+            loss = _loss(
+                dict(zip([k for _, k in fetch_keys], fetches)),
+                [sig["outputs"][t] for t in manifest["trainable_outputs"]],
+            )
             grads = tf.compat.v1.gradients(loss, trainable)
         assert [v.op.name for v, g in zip(trainable, grads) if g is None] == []
         values = sess.run(fetches, feed)
@@ -260,6 +272,7 @@ def test_fully_quantized_graph_refused_in_one_line_then_dequantized_and_verified
 
 # --- output directory rules and atomicity (small graph, tmp copy as the source) ---
 
+
 @pytest.fixture
 def small_source(real_model, tmp_path):
     src_dir = tmp_path / "models"
@@ -270,14 +283,20 @@ def small_source(real_model, tmp_path):
 
 
 def _snapshot(folder) -> dict:
-    return {os.path.relpath(os.path.join(d, f), folder): os.path.getsize(os.path.join(d, f))
-            for d, _, fs in os.walk(folder) for f in fs}
+    return {
+        os.path.relpath(os.path.join(d, f), folder): os.path.getsize(os.path.join(d, f))
+        for d, _, fs in os.walk(folder)
+        for f in fs
+    }
 
 
 @pytest.mark.parametrize("where", ["source_itself", "folder_containing_source", "inside_source"])
 def test_output_dir_never_the_source_or_its_folder(where, small_source, tmp_path, capsys):
-    out = {"source_itself": small_source, "folder_containing_source": small_source.parent,
-           "inside_source": small_source / "out"}[where]
+    out = {
+        "source_itself": small_source,
+        "folder_containing_source": small_source.parent,
+        "inside_source": small_source / "out",
+    }[where]
     before = _snapshot(tmp_path)
     for replace in ([], ["--replace"]):
         assert cli_main(["convert", str(small_source), "-o", str(out), *replace]) == 2
@@ -338,8 +357,9 @@ def test_source_file_unchanged_by_conversion(small_source, tmp_path):
 
 @pytest.mark.skipif(not os.path.isdir(MODELS_DIR), reason="shared models folder absent")
 def test_selection_overrides_trainable_and_exclude(small_source, tmp_path):
-    manifest = convert(small_source, tmp_path / "out", verify=True,
-                       selection=Selection(exclude=["b"], trainable={"W": False})).to_json()
+    manifest = convert(
+        small_source, tmp_path / "out", verify=True, selection=Selection(exclude=["b"], trainable={"W": False})
+    ).to_json()
     assert [(v["source"], v["trainable"]) for v in manifest["variables"]] == [("W", False)]
     with pytest.raises(errors.SelectionError):
         convert(small_source, tmp_path / "out2", selection=Selection(only=["no_such_const"]))

@@ -53,8 +53,12 @@ def _tmp_dirs(parent: str) -> list[str]:
 
 def _complete(out: str) -> dict:
     """The manifest of a complete result (every part present), or an assertion error."""
-    for part in ("unfreeze.json", "unfrozen_graph.pb", "saved_model/saved_model.pb",
-                 "saved_model/variables/variables.index"):
+    for part in (
+        "unfreeze.json",
+        "unfrozen_graph.pb",
+        "saved_model/saved_model.pb",
+        "saved_model/variables/variables.index",
+    ):
         assert os.path.isfile(os.path.join(out, part)), f"{part} missing from {out}"
     with open(os.path.join(out, "unfreeze.json")) as f:
         return json.load(f)
@@ -65,8 +69,12 @@ def _kill_inside_staged_folder(source: str, out: str, delay: float, replace: boo
     while the result was being written (the folder was still there: a finished write renames it away)."""
     parent = os.path.dirname(out)
     before = set(_tmp_dirs(parent))
-    proc = subprocess.Popen(_cli(source, "-o", out, *(["--replace"] if replace else [])), env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _cli(source, "-o", out, *(["--replace"] if replace else [])),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline and proc.poll() is None and not set(_tmp_dirs(parent)) - before:
@@ -98,8 +106,9 @@ def test_sigkill_midway_leaves_no_partial_output_and_the_next_run_cleans_up(tmp_
         _complete(out)
     assert delay > 0 or midway, "a kill right after the folder appeared must land while writing"
 
-    done = subprocess.run(_cli(source, "-o", out, "--json", "--replace"), capture_output=True, text=True,
-                          timeout=TIMEOUT, env=_env())
+    done = subprocess.run(
+        _cli(source, "-o", out, "--json", "--replace"), capture_output=True, text=True, timeout=TIMEOUT, env=_env()
+    )
     assert done.returncode in WRITTEN, done.stderr[-2000:]
     assert _complete(out)["source"]["sha256"] == json.loads(done.stdout)["source"]["sha256"]
     assert _tmp_dirs(str(tmp_path / "outputs")) == [], "the stale temporary folder was not removed"
@@ -107,8 +116,9 @@ def test_sigkill_midway_leaves_no_partial_output_and_the_next_run_cleans_up(tmp_
 
 def test_sigkill_during_replace_keeps_the_previous_result(tmp_path, real_model):
     out = str(tmp_path / "model")
-    first = subprocess.run(_cli(real_model(SMALL), "-o", out), capture_output=True, text=True, timeout=TIMEOUT,
-                           env=_env())
+    first = subprocess.run(
+        _cli(real_model(SMALL), "-o", out), capture_output=True, text=True, timeout=TIMEOUT, env=_env()
+    )
     assert first.returncode in WRITTEN, first.stderr[-2000:]
     previous = _complete(out)
     for delay in (0.0, 0.5):
@@ -131,8 +141,7 @@ def tiny_disk(tmp_path):
     mount.mkdir()
     if not shutil.which("mount"):
         pytest.skip("no mount command")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], capture_output=True,
-                       text=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], capture_output=True, text=True)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs to fill up ({r.stderr.strip() or 'not root?'})")
     try:
@@ -143,8 +152,7 @@ def tiny_disk(tmp_path):
 
 def test_full_disk_is_one_clear_line_exit_2_and_nothing_written(tiny_disk, real_model):
     out = os.path.join(tiny_disk, "out")
-    r = subprocess.run(_cli(real_model(MODEL), "-o", out), capture_output=True, text=True, timeout=TIMEOUT,
-                       env=_env())
+    r = subprocess.run(_cli(real_model(MODEL), "-o", out), capture_output=True, text=True, timeout=TIMEOUT, env=_env())
     ours = [ln for ln in r.stderr.splitlines() if ln.startswith("tb-unfreeze:")]
     assert r.returncode == 2, r.stderr[-2000:]
     assert len(ours) == 1 and "no space left" in ours[0] and out in ours[0], r.stderr[-2000:]
@@ -154,8 +162,9 @@ def test_full_disk_is_one_clear_line_exit_2_and_nothing_written(tiny_disk, real_
 
 def test_full_disk_during_replace_keeps_the_previous_result(tiny_disk, real_model):
     out = os.path.join(tiny_disk, "out")
-    first = subprocess.run(_cli(real_model(SMALL), "-o", out), capture_output=True, text=True, timeout=TIMEOUT,
-                           env=_env())
+    first = subprocess.run(
+        _cli(real_model(SMALL), "-o", out), capture_output=True, text=True, timeout=TIMEOUT, env=_env()
+    )
     assert first.returncode in WRITTEN, first.stderr[-2000:]
     previous = _complete(out)
     with pytest.raises(UserError, match="no space left") as caught:  # the plugin's path: the worker process

@@ -48,8 +48,9 @@ def test_convnet_is_frozen_by_tensorflows_own_freezer(demo_dir):
     assert ins["inputs"][0]["shape"] == [-1, 8, 8, 1]
     assert len(ins["outputs"]) == 1
     roles = sorted(c["role"] for c in ins["candidates"])
-    assert roles == sorted(["kernel", "kernel", "kernel", "bias", "bias",
-                            "bn_gamma", "bn_beta", "bn_moving_mean", "bn_moving_variance"])
+    assert roles == sorted(
+        ["kernel", "kernel", "kernel", "bias", "bias", "bn_gamma", "bn_beta", "bn_moving_mean", "bn_moving_variance"]
+    )
     # TF2 names a weight after the op that read it; the variable name is rebuilt for display.
     assert all(c["name"].endswith("ReadVariableOp/resource") for c in ins["candidates"])
     assert any(c["variable_name"].endswith("conv1_1/kernel") for c in ins["candidates"])
@@ -106,8 +107,9 @@ def test_serve_runs_tensorboard_with_the_unfreeze_tab(demo_dir):
     port = _free_port()
     code = f"from tb_unfreeze.demo import serve; serve({demo_dir!r}, '127.0.0.1', {port})"
     # A new session, so the server and the TensorBoard it starts stop together by their process group.
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     try:
         deadline, listing = time.monotonic() + 60, None
         while time.monotonic() < deadline and proc.poll() is None:

@@ -82,7 +82,10 @@ def runs(tmp_path_factory) -> dict:
     out = tmp / "runs.json"
     proc = subprocess.run(
         [sys.executable, "-c", WORKER, manifest["saved_model"], str(out)],
-        capture_output=True, text=True, timeout=240, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(out.read_text())

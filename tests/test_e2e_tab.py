@@ -3,7 +3,8 @@
 A real `tensorboard` process serves a temporary logdir holding a real frozen graph. In the tab we pick the model,
 leave one candidate out, convert, wait for the job, and check what a user would: the result panel, the side-by-side
 view with converted nodes highlighted on both sides (and the left-out constant not highlighted), the history, the
-selected model in the shareable URL, and the unfrozen run listed by the Graphs dashboard's own `/data/plugin/graphs/info`.
+selected model in the shareable URL, and the unfrozen run listed by the Graphs dashboard's own
+`/data/plugin/graphs/info`.
 A screenshot of the tab is saved to tests/artifacts/unfreeze_tab.png.
 """
 
@@ -16,7 +17,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -25,8 +25,14 @@ import pytest
 from conftest import installed_command
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 MODEL = "tf2onnx_fc_layers.pb"
 # A second model, listed first, so that picking MODEL (by click or by URL) is something the test can see.
 OTHER = ("tf2onnx_regression.pb", "a_regression.pb")
@@ -37,11 +43,15 @@ READABLE_PX = 9
 ARTIFACTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "artifacts")
 CONVERT_TIMEOUT_S = 240
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed: pip install playwright")
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright (python) is not installed: pip install playwright"
+)
 expect = sync_api.expect
 if not os.path.exists(CHROMIUM):
-    pytest.skip(f"{CHROMIUM} is missing (Debian package 'chromium'); Playwright's own browser cannot be downloaded here",
-                allow_module_level=True)
+    pytest.skip(
+        f"{CHROMIUM} is missing (Debian package 'chromium'); Playwright's own browser cannot be downloaded here",
+        allow_module_level=True,
+    )
 
 
 def _free_port() -> int:
@@ -67,23 +77,27 @@ def _serve(tmp_path, real_model, files: dict[str, str]):
     log = open(tmp_path / "tensorboard.log", "wb")
     proc = subprocess.Popen(
         cmd + ["--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port), "--reload_interval", "1"],
-        stdout=log, stderr=subprocess.STDOUT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 90
         while True:
             if proc.poll() is not None:
-                raise AssertionError(f"tensorboard exited with {proc.returncode}: "
-                                     + (tmp_path / "tensorboard.log").read_text()[-2000:])
+                raise AssertionError(
+                    f"tensorboard exited with {proc.returncode}: " + (tmp_path / "tensorboard.log").read_text()[-2000:]
+                )
             try:
                 if _get_json(base + "/data/plugins_listing").get("unfreeze"):
                     break
             except OSError:
                 pass
             if time.time() > deadline:
-                raise AssertionError("tensorboard did not list the unfreeze plugin within 90 s: "
-                                     + (tmp_path / "tensorboard.log").read_text()[-2000:])
+                raise AssertionError(
+                    "tensorboard did not list the unfreeze plugin within 90 s: "
+                    + (tmp_path / "tensorboard.log").read_text()[-2000:]
+                )
             time.sleep(0.5)
         yield base
     finally:
@@ -187,7 +201,7 @@ def test_unfreeze_tab_converts_and_shows_both_graphs(tensorboard, browser):
     expect(progress).to_have_attribute("data-verification", "verified")
 
     # Result panel: as many variables as we chose, verified, with the output location and both snippets.
-    verdict = frame.locator('.result .verdict .chip.verification')
+    verdict = frame.locator(".result .verdict .chip.verification")
     expect(verdict).to_have_attribute("data-status", "verified", timeout=30_000)
     expect(frame.locator('.fact[data-fact="variables"] .fact-value')).to_have_text(str(chosen))
     assert frame.locator('.fact[data-fact="out-dir"] .fact-value').inner_text().endswith("saved_model")
@@ -211,7 +225,10 @@ def test_unfreeze_tab_converts_and_shows_both_graphs(tensorboard, browser):
     # Shared nodes sit at the same place on both sides.
     shared = sorted(set(left) & set(right))
     assert shared, (left, right)
-    pos = lambda side, nid: frame.locator(f'.gv-svg[data-side="{side}"] .node[data-id="{nid}"]').get_attribute("transform")
+
+    def pos(side, nid):
+        return frame.locator(f'.gv-svg[data-side="{side}"] .node[data-id="{nid}"]').get_attribute("transform")
+
     assert pos("frozen", shared[0]) == pos("unfrozen", shared[0])
 
     # Counts agree with the manifest: one node per variable on the unfrozen side, one const per variable on the
@@ -219,7 +236,9 @@ def test_unfreeze_tab_converts_and_shows_both_graphs(tensorboard, browser):
     manifest = _get_json(tensorboard + "/data/plugin/unfreeze/manifest?model=" + urllib.parse.quote(MODEL, safe=""))
     assert manifest["totals"]["variables"] == chosen
     for side in ("frozen", "unfrozen"):
-        expect(frame.locator(f'.gv-pane[data-side="{side}"] .gv-pane-stats')).to_have_attribute("data-converted", str(chosen))
+        expect(frame.locator(f'.gv-pane[data-side="{side}"] .gv-pane-stats')).to_have_attribute(
+            "data-converted", str(chosen)
+        )
     expect(frame.locator('.gv-pane[data-side="unfrozen"] .gv-pane-stats')).to_contain_text(f"{chosen} variables")
     assert not frame.locator('.gv-svg[data-side="unfrozen"] .node[data-id$="/Read/ReadVariableOp"]').count()
 
@@ -237,7 +256,9 @@ def test_unfreeze_tab_converts_and_shows_both_graphs(tensorboard, browser):
 
     # Each pane links to its run in the Graphs dashboard.
     links = _texts(frame.locator(".gv-run-link:not([hidden])"), "href")
-    assert any(h.endswith("#graphs&run=" + urllib.parse.quote(f"unfreeze/{MODEL}/unfrozen", safe="")) for h in links), links
+    assert any(h.endswith("#graphs&run=" + urllib.parse.quote(f"unfreeze/{MODEL}/unfrozen", safe="")) for h in links), (
+        links
+    )
 
     # History lists this conversion.
     expect(frame.locator("table.history tbody tr").first).to_contain_text(f"{chosen} consts", timeout=30_000)
@@ -263,9 +284,13 @@ def test_unfreeze_tab_converts_and_shows_both_graphs(tensorboard, browser):
     page.reload()  # the Graphs dashboard must list the new runs
     frame = _plugin_frame(page)
     frame.locator('.gv-pane[data-side="unfrozen"] .gv-run-link').click(timeout=60_000)
-    page.wait_for_function("run => { const d = document.querySelector('tf-graph-dashboard');"
-                           " const c = d && (d.shadowRoot || d).querySelector('tf-graph-controls');"
-                           " return !!(c && c.selection && c.selection.run === run); }", arg=run, timeout=30_000)
+    page.wait_for_function(
+        "run => { const d = document.querySelector('tf-graph-dashboard');"
+        " const c = d && (d.shadowRoot || d).querySelector('tf-graph-controls');"
+        " return !!(c && c.selection && c.selection.run === run); }",
+        arg=run,
+        timeout=30_000,
+    )
     assert _graphs_run_selected(page) == run
 
     # A shared link opens the tab with the model selected and converted, the table showing the selection the
@@ -274,11 +299,15 @@ def test_unfreeze_tab_converts_and_shows_both_graphs(tensorboard, browser):
         page2 = browser.new_page(viewport={"width": 1280, "height": 800}, color_scheme=scheme)
         page2.goto(tensorboard + f"/#unfreeze&unfreeze_model={urllib.parse.quote(MODEL, safe='')}")
         frame2 = _plugin_frame(page2)
-        expect(frame2.locator(f'li.model.active[data-model="{MODEL}"] .chip[data-status="converted"]')).to_be_visible(timeout=30_000)
+        expect(frame2.locator(f'li.model.active[data-model="{MODEL}"] .chip[data-status="converted"]')).to_be_visible(
+            timeout=30_000
+        )
         expect(frame2.locator('.gv-svg[data-side="unfrozen"] .node.converted').first).to_be_attached(timeout=30_000)
         assert _texts(frame2.locator("li.model.active"), "data-model") == [MODEL]
         expect(frame2.locator('[data-total="variables"] b')).to_have_text(str(chosen))
-        expect(frame2.locator(f'.cand-table tr[data-name="{LEFT_OUT}"] input[aria-label^="Include"]')).not_to_be_checked()
+        expect(
+            frame2.locator(f'.cand-table tr[data-name="{LEFT_OUT}"] input[aria-label^="Include"]')
+        ).not_to_be_checked()
         host_dark = page2.evaluate("document.body.classList.contains('dark-mode')")
         assert frame2.locator("body").evaluate("b => b.classList.contains('dark')") == host_dark
         assert host_dark == (scheme == "dark")
@@ -298,26 +327,37 @@ def test_unfreeze_tab_converts_and_shows_both_graphs(tensorboard, browser):
     frame3.get_by_role("button", name="Select all").click()
     expect(frame3.locator('[data-total="variables"] b')).to_have_text(str(len(names)))
     frame3.locator(".convert-bar button.btn.primary").click()
-    expect(frame3.locator(".progress")).to_have_attribute("data-state", re.compile("^(done|failed)$"),
-                                                          timeout=CONVERT_TIMEOUT_S * 1000)
-    assert frame3.locator(".progress").get_attribute("data-state") == "done", frame3.locator(".convert-msg").inner_text()
+    expect(frame3.locator(".progress")).to_have_attribute(
+        "data-state", re.compile("^(done|failed)$"), timeout=CONVERT_TIMEOUT_S * 1000
+    )
+    assert frame3.locator(".progress").get_attribute("data-state") == "done", frame3.locator(
+        ".convert-msg"
+    ).inner_text()
     expect(frame3.locator('.fact[data-fact="variables"] .fact-value')).to_have_text(str(len(names)), timeout=30_000)
     expect(frame3.locator("table.history tbody tr")).to_have_count(2, timeout=30_000)
     frame3.locator("table.history button.open-conversion").first.click()
     expect(frame3.locator('[data-section="result"] .archived-note')).to_be_visible(timeout=30_000)
     expect(frame3.locator('.fact[data-fact="variables"] .fact-value')).to_have_text(str(chosen))
     expect(frame3.locator('[data-total="variables"] b')).to_have_text(str(chosen))
-    expect(frame3.locator('.gv-pane[data-side="unfrozen"] .gv-pane-stats')).to_have_attribute("data-converted", str(chosen))
+    expect(frame3.locator('.gv-pane[data-side="unfrozen"] .gv-pane-stats')).to_have_attribute(
+        "data-converted", str(chosen)
+    )
     expect(frame3.locator("table.history tr.shown")).to_have_count(1)
     frame3.get_by_role("button", name="Show the latest").click()
     expect(frame3.locator('.fact[data-fact="variables"] .fact-value')).to_have_text(str(len(names)), timeout=30_000)
     expect(frame3.locator('[data-total="variables"] b')).to_have_text(str(len(names)))
-    expect(frame3.locator('.gv-pane[data-side="unfrozen"] .gv-pane-stats')).to_have_attribute("data-converted", str(len(names)))
+    expect(frame3.locator('.gv-pane[data-side="unfrozen"] .gv-pane-stats')).to_have_attribute(
+        "data-converted", str(len(names))
+    )
 
 
 def _post_json(url: str, body: dict) -> dict:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"})
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"},
+    )
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())
 
@@ -337,7 +377,8 @@ def _label_px(frame, side: str, selector: str = ".node.converted text.label") ->
     return frame.locator(f'.gv-svg[data-side="{side}"] {selector}').evaluate_all(
         f"els => els.filter({_IN_VIEW_JS}).map(t => getComputedStyle(t).display === 'none'"
         " || getComputedStyle(t).visibility !== 'visible' ? 0"
-        " : parseFloat(getComputedStyle(t).fontSize) * t.getScreenCTM().a)")
+        " : parseFloat(getComputedStyle(t).fontSize) * t.getScreenCTM().a)"
+    )
 
 
 def _in_view(frame, side: str, selector: str) -> str:
@@ -347,7 +388,8 @@ def _in_view(frame, side: str, selector: str) -> str:
             const pane = el.closest('.gv-pane-body').getBoundingClientRect();
             const r = el.getBoundingClientRect();
             return r.left >= pane.left && r.right <= pane.right && r.top >= pane.top && r.bottom <= pane.bottom;
-        }).map((el) => el.getAttribute('data-id'))""")
+        }).map((el) => el.getAttribute('data-id'))"""
+    )
     assert ids, f"no {selector} in view on the {side} side"
     return ids[0]
 
@@ -385,7 +427,8 @@ def test_real_models_side_by_side_counts_weights_and_an_unverified_result(tensor
     # Counts in both panes equal the manifest's; one node per variable.
     for side in ("frozen", "unfrozen"):
         expect(frame.locator(f'.gv-pane[data-side="{side}"] .gv-pane-stats')).to_have_attribute(
-            "data-converted", str(variables), timeout=60_000)
+            "data-converted", str(variables), timeout=60_000
+        )
     assert not frame.locator('.gv-svg[data-side="unfrozen"] [data-id$="/Read/ReadVariableOp"]').count()
 
     # The default view is readable on both sides: converted boxes drawn with labels of 9 px or more.
@@ -417,8 +460,9 @@ def test_real_models_side_by_side_counts_weights_and_an_unverified_result(tensor
     g.ParseFromString((tmp_path / "logdir" / REAL).read_bytes())
     kernel = "MobilenetV2/Conv/weights"
     node = next(n for n in g.node if n.name == kernel)
-    node.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(
-        tensor_util.make_ndarray(node.attr["value"].tensor) * 1.2))
+    node.attr["value"].tensor.CopyFrom(
+        tensor_util.make_tensor_proto(tensor_util.make_ndarray(node.attr["value"].tensor) * 1.2)
+    )
     (tmp_path / "logdir" / "tuned.pb").write_bytes(g.SerializeToString())
     expect(frame.locator('li.model[data-model="tuned.pb"]')).to_be_attached(timeout=30_000)
     frame.locator(".gv-drift-select").focus()
@@ -449,7 +493,8 @@ def test_real_models_side_by_side_counts_weights_and_an_unverified_result(tensor
     expect(frame.locator('.gv-svg[data-side="frozen"] .node')).to_have_count(0)
     inked = frame.locator('.gv-canvas[data-side="frozen"]').evaluate(
         "c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;"
-        " for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }")
+        " for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }"
+    )
     assert inked > 1000, inked
     for _ in range(4):
         frame.get_by_role("button", name="+", exact=True).click()

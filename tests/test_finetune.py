@@ -138,8 +138,9 @@ def test_batch_norm_statistics_train_only_when_asked(story, tmp_path):
     logdir = tmp_path / "out"
     logdir.mkdir()
     shutil.copy(story["frozen"], logdir / CONVNET_FILE)  # reuse the demo model instead of training another
-    report = run_finetune(logdir=str(logdir), epochs=1, train_size=256, batch_norm_trainable=True, log=False,
-                          verbose=False)
+    report = run_finetune(
+        logdir=str(logdir), epochs=1, train_size=256, batch_norm_trainable=True, log=False, verbose=False
+    )
     with open(os.path.join(report["converted"], "unfreeze.json")) as f:
         flags = {v["role"]: v["trainable"] for v in json.load(f)["variables"]}
     assert flags["bn_moving_mean"] and flags["bn_moving_variance"]

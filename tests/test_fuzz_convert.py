@@ -77,8 +77,11 @@ def _mutated(real_model, source: str, kinds: list[str], seed: int) -> tuple[byte
 
 def _convert(src: str, out: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "tb_unfreeze", "convert", src, "-o", out, "--json"], capture_output=True, text=True,
-        timeout=TIMEOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        [sys.executable, "-m", "tb_unfreeze", "convert", src, "-o", out, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
 
 
@@ -108,8 +111,7 @@ def outcomes(real_model, tmp_path_factory):
     return results
 
 
-@pytest.mark.parametrize("i", range(len(CASES)),
-                         ids=[f"{s.split('.')[0]}-{'+'.join(k)}-{n}" for s, k, n, _ in CASES])
+@pytest.mark.parametrize("i", range(len(CASES)), ids=[f"{s.split('.')[0]}-{'+'.join(k)}-{n}" for s, k, n, _ in CASES])
 def test_mutated_graph_is_refused_cleanly_or_converted_correctly(outcomes, real_model, i):
     what, result, out, case = outcomes[i]
     source, kinds, _, expected = CASES[i]
@@ -136,8 +138,9 @@ def test_mutated_graph_is_refused_cleanly_or_converted_correctly(outcomes, real_
         assert not verification["passed"], (what, verification)
         assert verification.get("note") or verification.get("problems"), (what, verification)
     if set(kinds) <= SAME_COMPUTATION:
-        expected_vars = {c.name: (c.role, c.trainable) for c in inspect_model(real_model(source)).candidates
-                         if c.recommended}
+        expected_vars = {
+            c.name: (c.role, c.trainable) for c in inspect_model(real_model(source)).candidates if c.recommended
+        }
         assert {v["source"]: (v["role"], v["trainable"]) for v in manifest["variables"]} == expected_vars, what
 
 
@@ -147,6 +150,9 @@ def test_every_mutation_is_exercised():
 
 def test_a_good_share_of_mutants_converts_and_verifies(outcomes):
     """Refusing everything is not robustness: at least 30% of the cases must come out converted and verified."""
-    verified = [i for i, (_, r, _, _) in outcomes.items()
-                if r.returncode == CONVERTED and json.loads(r.stdout)["verification"]["passed"]]
+    verified = [
+        i
+        for i, (_, r, _, _) in outcomes.items()
+        if r.returncode == CONVERTED and json.loads(r.stdout)["verification"]["passed"]
+    ]
     assert len(verified) >= 0.3 * len(CASES), [outcomes[i][0] for i in verified]

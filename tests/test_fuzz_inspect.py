@@ -111,8 +111,10 @@ def report_and_bound_memory():
     start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     yield
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start) / 1024
-    print(f"\nfuzz inspect: {STATS['examples']} inputs, {STATS['inspected']} inspected, "
-          f"{STATS['refused']} refused; peak RSS grew {grown_mb:.0f} MB")
+    print(
+        f"\nfuzz inspect: {STATS['examples']} inputs, {STATS['inspected']} inspected, "
+        f"{STATS['refused']} refused; peak RSS grew {grown_mb:.0f} MB"
+    )
     assert grown_mb < 500, f"peak RSS grew {grown_mb:.0f} MB while fuzzing (something allocated a declared shape?)"
 
 
@@ -126,8 +128,10 @@ def test_random_bytes(data):
 
 
 @fuzz(120)
-@given(st.sampled_from([b"node {", b"node { name: 'a' op: 'Const' ", b"\n# c\nversions {", b"library {"]),
-       st.text(alphabet=st.characters(codec="utf-8"), max_size=400))
+@given(
+    st.sampled_from([b"node {", b"node { name: 'a' op: 'Const' ", b"\n# c\nversions {", b"library {"]),
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=400),
+)
 def test_random_text_protos(head, tail):
     check(head + tail.encode("utf-8", "surrogatepass"), ".pbtxt", f"text {head!r}+{len(tail)} chars")
 
@@ -167,8 +171,11 @@ def test_truncated_and_flipped_text_graphs(name, fraction, positions):
 
 @needs_models
 @fuzz(250)
-@given(st.sampled_from(BINARY or ["-"]), st.lists(st.sampled_from(sorted(M.STRUCTURAL)), min_size=1, max_size=3),
-       st.integers(0, 2**32))
+@given(
+    st.sampled_from(BINARY or ["-"]),
+    st.lists(st.sampled_from(sorted(M.STRUCTURAL)), min_size=1, max_size=3),
+    st.integers(0, 2**32),
+)
 def test_structurally_mutated_real_graphs(name, kinds, seed):
     data, what = M.mutate(GRAPHS[name], kinds, seed)
     check(data, what=f"{name}: {what}")
@@ -207,7 +214,8 @@ def test_same_computation_in_another_shape_has_the_same_candidates(kind):
 def test_identity_cycle_does_not_hang(real_model):
     """Regression: an Identity ring read by an input's consumer made `_shape_from_consumers` loop forever."""
     data, what = next(
-        (d, w) for d, w in (M.mutate(GRAPHS["tf2onnx_lstm.pb"], ["cycle"], seed) for seed in range(50))
+        (d, w)
+        for d, w in (M.mutate(GRAPHS["tf2onnx_lstm.pb"], ["cycle"], seed) for seed in range(50))
         if "identity_ring" in w
     )
     check(data, what=what)

@@ -41,7 +41,8 @@ def _build_retrain_pattern(path) -> str:
         bottleneck = tf.reduce_mean(h, axis=[1, 2], name="base/bottleneck")
         with tf.name_scope("input"):
             bottleneck_input = tf.compat.v1.placeholder_with_default(
-                bottleneck, shape=[None, WIDTH], name="BottleneckInputPlaceholder")
+                bottleneck, shape=[None, WIDTH], name="BottleneckInputPlaceholder"
+            )
         with tf.compat.v1.variable_scope("final_training_ops"):
             fw = tf.compat.v1.get_variable("weights", (WIDTH, CLASSES), initializer=init)
             fb = tf.compat.v1.get_variable("biases", (CLASSES,), initializer=tf.compat.v1.zeros_initializer())
@@ -200,8 +201,9 @@ def _build_bn_without_scale(path) -> str:
                 gamma = tf.ones([WIDTH], name="Const")  # slim: no learned scale, a constant vector of ones
                 beta = tf.compat.v1.get_variable("beta", (WIDTH,), initializer=init)
                 mean = tf.compat.v1.get_variable("moving_mean", (WIDTH,), initializer=init, trainable=False)
-                var = tf.compat.v1.get_variable("moving_variance", (WIDTH,), trainable=False,
-                                                initializer=tf.compat.v1.constant_initializer(2.0))
+                var = tf.compat.v1.get_variable(
+                    "moving_variance", (WIDTH,), trainable=False, initializer=tf.compat.v1.constant_initializer(2.0)
+                )
                 h, _, _ = tf.compat.v1.nn.fused_batch_norm(h, gamma, beta, mean, var, is_training=False)
         tf.identity(tf.reduce_mean(tf.nn.relu(h), axis=[1, 2]), name="features")
         with tf.compat.v1.Session(graph=graph) as sess:

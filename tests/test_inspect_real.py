@@ -19,13 +19,44 @@ from tb_unfreeze import inspect_model
 
 REAL = model_entries("real")
 CANDIDATE_KEYS = {
-    "name", "tensor", "role", "trainable", "recommended", "dtype", "shape", "size", "nbytes", "variable_name",
-    "reason", "recommendation", "consumers", "evidence",
+    "name",
+    "tensor",
+    "role",
+    "trainable",
+    "recommended",
+    "dtype",
+    "shape",
+    "size",
+    "nbytes",
+    "variable_name",
+    "reason",
+    "recommendation",
+    "consumers",
+    "evidence",
 }
-TOP_KEYS = {"schema", "model", "inputs", "outputs", "control_flow", "training_paths", "unregistered_ops",
-            "op_counts", "candidates", "totals"}
-TRAINABLE_ROLES = {"kernel", "depthwise_kernel", "bias", "bn_gamma", "bn_beta", "embedding", "rnn_kernel", "rnn_bias",
-                   "weight"}
+TOP_KEYS = {
+    "schema",
+    "model",
+    "inputs",
+    "outputs",
+    "control_flow",
+    "training_paths",
+    "unregistered_ops",
+    "op_counts",
+    "candidates",
+    "totals",
+}
+TRAINABLE_ROLES = {
+    "kernel",
+    "depthwise_kernel",
+    "bias",
+    "bn_gamma",
+    "bn_beta",
+    "embedding",
+    "rnn_kernel",
+    "rnn_bias",
+    "weight",
+}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +79,7 @@ def test_every_proven_variable_is_a_recommended_candidate(path, inspected):
     by_name = {c.name: c for c in ins.candidates}
     missing = sorted(set(proven) - set(by_name))
     assert not missing, f"{len(missing)} consts read through a freezer's read op are not candidates: {missing[:5]}"
-    for name, read_op in proven.items():
+    for name in proven:
         c = by_name[name]
         assert c.evidence == "read", (name, c.evidence)
         assert c.recommended, (name, c.recommendation)
@@ -195,8 +226,9 @@ def test_iterator_fed_graph_gets_placeholders_for_the_iterator_components(real_m
 @pytest.mark.parametrize("path", REAL)
 def test_cli_inspect_json_equals_library(path, inspected):
     _, _, d = inspected(path)
-    proc = subprocess.run([sys.executable, "-m", "tb_unfreeze", "inspect", path, "--json"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tb_unfreeze", "inspect", path, "--json"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     cli = json.loads(proc.stdout)
     assert cli.pop("unregistered_ops") is None, "the CLI's inspect never imports TensorFlow"
@@ -207,7 +239,9 @@ def test_cli_inspect_json_equals_library(path, inspected):
 
 def test_cli_console_script_inspect_json(real_model):
     path = real_model("tf2onnx_regression.pb")
-    proc = subprocess.run([installed_command("tb-unfreeze"), "inspect", path, "--json"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [installed_command("tb-unfreeze"), "inspect", path, "--json"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     d = json.loads(proc.stdout)
     assert {c["name"] for c in d["candidates"]} == {"W", "b"}
@@ -233,8 +267,11 @@ def test_quantized_weights_are_converted_into_float_variables_by_default(real_mo
     assert all(c.recommended or "same value" in c.recommendation for c in ins.candidates)
     assert sum(c.recommended for c in ins.candidates) == 90  # 12 gamma/beta vectors hold one value: never trained
     assert all(c.dtype == "float32" for c in ins.candidates)
-    stats = [c for c in ins.candidates if "batch norm" in c.reason and ("moving mean" in c.reason
-                                                                      or "moving variance" in c.reason)]
+    stats = [
+        c
+        for c in ins.candidates
+        if "batch norm" in c.reason and ("moving mean" in c.reason or "moving variance" in c.reason)
+    ]
     assert all(not c.trainable for c in stats)
     assert sum(c.trainable for c in ins.candidates) > 20
     assert all(c.tensor != c.name + ":0" for c in ins.candidates), "the variable replaces the Dequantize output"
@@ -275,12 +312,18 @@ def _real_paths():
 
 
 def test_inspect_does_not_import_tensorflow(real_models_dir):
-    proc = subprocess.run([sys.executable, "-c", NO_TF_LIB, *_real_paths()], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_TF_LIB, *_real_paths()], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
 
 
 def test_cli_inspect_does_not_import_tensorflow(real_models_dir):
-    proc = subprocess.run([sys.executable, "-c", NO_TF_CLI, *_real_paths()], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "COLUMNS": "200"})
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_TF_CLI, *_real_paths()],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

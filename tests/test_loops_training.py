@@ -57,8 +57,13 @@ def _build_dynamic_rnn(path: str) -> dict:
             frozen = tf.compat.v1.graph_util.convert_variables_to_constants(sess, graph.as_graph_def(), ["out"])
     with open(path, "wb") as f:
         f.write(frozen.SerializeToString())
-    return {"path": path, "x": x_value, "proj": proj, "out": out_value,
-            "grads": {v.op.name: g for v, g in zip(variables, grad_values)}}
+    return {
+        "path": path,
+        "x": x_value,
+        "proj": proj,
+        "out": out_value,
+        "grads": {v.op.name: g for v, g in zip(variables, grad_values)},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +103,11 @@ def test_dynamic_rnn_variables_keep_their_tf1_names(rnn):
     `<variable>/Read/ReadVariableOp`. The converted variables keep the variables' names, as for ref variables
     (test_convert_built.test_tf1_graph_keeps_variable_names)."""
     names = {r["source"]: r["variable_name"] for r in rnn["manifest"]["variables"]}
-    assert names == {"rnn/lstm_cell/kernel": "rnn/lstm_cell/kernel", "rnn/lstm_cell/bias": "rnn/lstm_cell/bias",
-                     "head/w": "head/w"}, names
+    assert names == {
+        "rnn/lstm_cell/kernel": "rnn/lstm_cell/kernel",
+        "rnn/lstm_cell/bias": "rnn/lstm_cell/bias",
+        "head/w": "head/w",
+    }, names
 
 
 def _tf2_model(rnn):
@@ -122,8 +130,13 @@ def test_dynamic_rnn_tf2_gradient_equals_the_unfrozen_models_gradient(rnn):
     for variable, grad in zip(variables, grads):
         source = source_of[variable.name.rsplit(":", 1)[0]]
         assert grad is not None, f"{source} gets no TF2 gradient"
-        np.testing.assert_allclose(grad.numpy(), rnn["grads"][source], rtol=0, atol=1e-5,
-                                   err_msg=f"TF2 gradient of {source} differs from the unfrozen model's")
+        np.testing.assert_allclose(
+            grad.numpy(),
+            rnn["grads"][source],
+            rtol=0,
+            atol=1e-5,
+            err_msg=f"TF2 gradient of {source} differs from the unfrozen model's",
+        )
         compared.add(source)
     assert compared == set(rnn["grads"])
     assert np.abs(rnn["grads"][KERNEL]).max() > 1e-3, "a vacuous comparison (zero gradient) proves nothing"
@@ -203,8 +216,11 @@ def test_keras_lstm_fits_through_unfrozen_layer(real_model, tmp_path):
     x = rng.standard_normal((16, *shape)).astype(np.float32)
     y0 = np.asarray(model(x[:1]))
     y = rng.uniform(size=(16, *y0.shape[1:])).astype(np.float32)
-    kernels = [w for w in layer.weights if "lstm" in w.path.lower() and "kernel" in w.path.lower() and "recurrent"
-               not in w.path.lower()]
+    kernels = [
+        w
+        for w in layer.weights
+        if "lstm" in w.path.lower() and "kernel" in w.path.lower() and "recurrent" not in w.path.lower()
+    ]
     assert kernels, [w.path for w in layer.weights]
     assert all(w.trainable for w in kernels)
     before = [np.array(w.numpy()) for w in kernels]

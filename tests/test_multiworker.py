@@ -1,8 +1,8 @@
 """Fine-tuning a converted model with MultiWorkerMirroredStrategy: two worker processes on 127.0.0.1, TF_CONFIG each.
 
-Both workers run `python -m tb_unfreeze.finetune` (the documented cluster entry point) on a small model frozen and
-converted here; the test process trains alone, with the same loop, on the same global batches. The workers must end with equal weights,
-and those must equal single-worker training within 1e-5.
+Worker 0 runs `python -m tb_unfreeze.finetune`, worker 1 `tb-unfreeze finetune` (the documented cluster entry points)
+on a small model frozen and converted here; the test process trains alone, with the same loop, on the same global
+batches. The workers must end with equal weights, and those must equal single-worker training within 1e-5.
 """
 
 from __future__ import annotations
@@ -47,8 +47,13 @@ def _frozen_mlp() -> bytes:
     from tb_unfreeze.demo import freeze_keras_model
 
     keras.utils.set_random_seed(7)
-    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu", name="hidden"),
-                              keras.layers.Dense(4, activation="softmax", name="probabilities")])
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(16, activation="relu", name="hidden"),
+            keras.layers.Dense(4, activation="softmax", name="probabilities"),
+        ]
+    )
     return freeze_keras_model(model)
 
 
@@ -64,11 +69,24 @@ def runs(tmp_path_factory) -> dict:
     np.savez(tmp / "data.npz", x=x, y=y)
 
     hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
-    args = [manifest["out_dir"], "--data", str(tmp / "data.npz"), "--epochs", "2", "--batch-size", str(BATCH),
-            "--learning-rate", "0.1", "--optimizer", "sgd"]
+    args = [
+        manifest["out_dir"],
+        "--data",
+        str(tmp / "data.npz"),
+        "--epochs",
+        "2",
+        "--batch-size",
+        str(BATCH),
+        "--learning-rate",
+        "0.1",
+        "--optimizer",
+        "sgd",
+    ]
     # Worker 0 through the module, worker 1 through the console script: the two documented entry points.
-    commands = [[sys.executable, "-m", "tb_unfreeze.finetune", *args],
-                [installed_command("tb-unfreeze"), "finetune", *args]]
+    commands = [
+        [sys.executable, "-m", "tb_unfreeze.finetune", *args],
+        [installed_command("tb-unfreeze"), "finetune", *args],
+    ]
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     env.update(CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
     procs = {}
@@ -77,15 +95,23 @@ def runs(tmp_path_factory) -> dict:
         config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}}
         procs[f"worker{i}"] = subprocess.Popen(
             commands[i] + ["--weights-out", str(tmp / f"worker{i}.npz"), "-o", str(tmp / f"finetuned{i}")],
-            env={**env, "TF_CONFIG": json.dumps(config)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**env, "TF_CONFIG": json.dumps(config)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
     out = {}
     try:
         # Meanwhile, the same loop in this process, without a cluster, on the same global batches.
-        _, layer, losses = finetune_distributed(manifest["out_dir"], x, y, epochs=2, batch_size=BATCH,
-                                                learning_rate=0.1, optimizer="sgd")
-        out["single"] = {"replicas": 1, "loss": losses, "weights": layer_weights(layer),
-                         "trainable": sorted(w.name for w in layer.trainable_weights)}
+        _, layer, losses = finetune_distributed(
+            manifest["out_dir"], x, y, epochs=2, batch_size=BATCH, learning_rate=0.1, optimizer="sgd"
+        )
+        out["single"] = {
+            "replicas": 1,
+            "loss": losses,
+            "weights": layer_weights(layer),
+            "trainable": sorted(w.name for w in layer.trainable_weights),
+        }
         for name, proc in procs.items():
             stdout, stderr = proc.communicate(timeout=TIMEOUT)
             assert proc.returncode == 0, f"{name} failed:\n{stderr[-4000:]}"

@@ -104,7 +104,10 @@ def tree(path: str) -> dict:
 
 def convert(client, body: dict, headers: dict | None = None, **kw):
     return client.post(
-        f"{BASE}/convert", data=json.dumps(body), content_type="application/json", headers={**XSRF, **(headers or {})},
+        f"{BASE}/convert",
+        data=json.dumps(body),
+        content_type="application/json",
+        headers={**XSRF, **(headers or {})},
         **kw,
     )
 
@@ -297,24 +300,33 @@ def test_a_probe_uploaded_from_the_tab_is_what_verification_runs_on(client, plug
     assert history[0]["request"]["probe"] == stored
 
 
-@pytest.mark.parametrize(("data", "content_type", "headers", "code", "words"), [
-    (b"PK not really a zip", "application/octet-stream", XSRF, 400, "not an .npz"),
-    ("npz:nope", "application/octet-stream", XSRF, 400, "'nope' that matches no input"),
-    ("npz:X2d", "application/octet-stream", XSRF, 400, "shape [2, 3]"),
-    ("npz:empty", "application/octet-stream", XSRF, 400, "holds no array"),
-    ("npz:X", "application/json", XSRF, 415, "application/octet-stream"),
-    ("npz:X", "application/octet-stream", {}, 403, "X-XSRF-Protected"),
-])
-def test_a_bad_probe_is_refused_in_one_sentence_and_nothing_is_kept(client, logdir, data, content_type, headers,
-                                                                     code, words):
-    arrays = {"npz:nope": {"nope": np.zeros(3, np.float32)}, "npz:X2d": {"X": np.zeros((2, 3), np.float32)},
-              "npz:empty": {}, "npz:X": {"X": np.zeros(3, np.float32)}}
+@pytest.mark.parametrize(
+    ("data", "content_type", "headers", "code", "words"),
+    [
+        (b"PK not really a zip", "application/octet-stream", XSRF, 400, "not an .npz"),
+        ("npz:nope", "application/octet-stream", XSRF, 400, "'nope' that matches no input"),
+        ("npz:X2d", "application/octet-stream", XSRF, 400, "shape [2, 3]"),
+        ("npz:empty", "application/octet-stream", XSRF, 400, "holds no array"),
+        ("npz:X", "application/json", XSRF, 415, "application/octet-stream"),
+        ("npz:X", "application/octet-stream", {}, 403, "X-XSRF-Protected"),
+    ],
+)
+def test_a_bad_probe_is_refused_in_one_sentence_and_nothing_is_kept(
+    client, logdir, data, content_type, headers, code, words
+):
+    arrays = {
+        "npz:nope": {"nope": np.zeros(3, np.float32)},
+        "npz:X2d": {"X": np.zeros((2, 3), np.float32)},
+        "npz:empty": {},
+        "npz:X": {"X": np.zeros(3, np.float32)},
+    }
     body = _npz(**arrays[data]) if isinstance(data, str) else data
     r = post_probe(client, REGRESSION, body, content_type, headers)
     assert r.status_code == code and words in r.get_data(as_text=True), r.get_data(as_text=True)
     assert "\n" not in r.get_data(as_text=True).strip()
     assert not os.path.exists(os.path.join(logdir, "unfreeze", REGRESSION, "probes")) or not os.listdir(
-        os.path.join(logdir, "unfreeze", REGRESSION, "probes"))
+        os.path.join(logdir, "unfreeze", REGRESSION, "probes")
+    )
 
 
 def test_a_probe_id_must_be_one_that_was_uploaded(client):
@@ -324,8 +336,12 @@ def test_a_probe_id_must_be_one_that_was_uploaded(client):
 
 
 def test_convert_runs_in_background_and_records_everything(client, plugin, logdir):
-    r = convert(client, {"model": REGRESSION, "trainable": {"b": False}}, environ_base={"REMOTE_ADDR": "10.1.2.3"},
-                headers={"User-Agent": "pytest-agent"})
+    r = convert(
+        client,
+        {"model": REGRESSION, "trainable": {"b": False}},
+        environ_base={"REMOTE_ADDR": "10.1.2.3"},
+        headers={"User-Agent": "pytest-agent"},
+    )
     assert r.status_code == 200, r.get_data(as_text=True)
     job = r.json["job"]
     assert job["model"] == REGRESSION and job["state"] in ("queued", "running")
@@ -364,8 +380,12 @@ def test_convert_runs_in_background_and_records_everything(client, plugin, logdi
     # One node per variable: the helpers tb_unfreeze writes per variable are folded into it, and the counts agree
     # with the manifest on both sides.
     assert unfrozen["converted"] == ["W", "b"] and unfrozen["variables"] == manifest["totals"]["variables"] == 2
-    assert not [n for n in ops if n.startswith(("W/", "b/")) and n.split("/", 1)[1].startswith(
-        ("Initializer/", "IsInitialized/", "Assign", "Read/"))], sorted(ops)
+    assert not [
+        n
+        for n in ops
+        if n.startswith(("W/", "b/"))
+        and n.split("/", 1)[1].startswith(("Initializer/", "IsInitialized/", "Assign", "Read/"))
+    ], sorted(ops)
     w = next(n for n in unfrozen["nodes"] if n["name"] == "W")
     assert w["variable"]["trainable"] is True and "W/Read/ReadVariableOp" in w["variable"]["helpers"]
     assert unfrozen["folded"] == 12
@@ -463,17 +483,36 @@ BODY = json.dumps({"model": REGRESSION})
         (lambda c: _post(c, json.dumps({"model": REGRESSION, "x": 1}), "application/json"), 400, "unknown field"),
         (lambda c: _post(c, json.dumps({"model": REGRESSION, "only": "W"}), "application/json"), 400, "list"),
         (lambda c: _post(c, json.dumps({"model": REGRESSION, "only": ["Mul"]}), "application/json"), 400, "'Mul'"),
-        (lambda c: _post(c, json.dumps({"model": REGRESSION, "trainable": {"W": "yes"}}), "application/json"), 400,
-         "true or false"),
+        (
+            lambda c: _post(c, json.dumps({"model": REGRESSION, "trainable": {"W": "yes"}}), "application/json"),
+            400,
+            "true or false",
+        ),
         (lambda c: _post(c, json.dumps({"model": REGRESSION, "pad": "x" * 70000}), "application/json"), 413, "large"),
         (lambda c: _post(c, json.dumps({"model": "nope.pb"}), "application/json"), 404, "nope.pb"),
         (lambda c: _post(c, json.dumps({"model": "garbage.pb"}), "application/json"), 400, "garbage.pb"),
         (lambda c: _post(c, json.dumps({}), "application/json"), 400, "model"),
         (lambda c: c.post(f"{BASE}/models", headers=XSRF), 405, "GET"),
     ],
-    ids=["no-header", "header-0", "form", "multipart", "text", "get", "bad-json", "not-object", "unknown-field",
-         "only-not-list", "only-not-candidate", "trainable-not-bool", "too-large", "unknown-model", "invalid-model",
-         "no-model", "post-to-read-route"],
+    ids=[
+        "no-header",
+        "header-0",
+        "form",
+        "multipart",
+        "text",
+        "get",
+        "bad-json",
+        "not-object",
+        "unknown-field",
+        "only-not-list",
+        "only-not-candidate",
+        "trainable-not-bool",
+        "too-large",
+        "unknown-model",
+        "invalid-model",
+        "no-model",
+        "post-to-read-route",
+    ],
 )
 def test_write_requests_are_refused(quiet_logdir, client, send, code, words):
     _refused(send(client), code, words)
@@ -556,8 +595,10 @@ def test_loopback_hosts_are_accepted(client, host):
 
 def test_host_policy_follows_the_host_flag():
     policy = security.HostPolicy(host="box.lan", allowed=["proxy.example:443"])
-    request = lambda host, port: wrappers.Request({"HTTP_HOST": host, "SERVER_PORT": port,  # noqa: E731
-                                                   "wsgi.url_scheme": "http"})
+
+    def request(host, port):
+        return wrappers.Request({"HTTP_HOST": host, "SERVER_PORT": port, "wsgi.url_scheme": "http"})
+
     policy.check(request("box.lan:6006", "6006"))
     policy.check(request("proxy.example:443", "6006"))
     with pytest.raises(Exception, match="Host"):

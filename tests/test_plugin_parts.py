@@ -40,7 +40,9 @@ def test_tensorboard_can_load_the_plugin_and_list_models_without_tensorflow(tmp_
         (tmp_path / "zoo" / "m.pb").write_bytes(f.read())
     out = subprocess.run(
         [sys.executable, "-c", LOAD_WITHOUT_TF, str(tmp_path / "logdir"), str(tmp_path / "zoo")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
@@ -118,5 +120,7 @@ def test_const_values_follow_tensorflows_encodings():
     g = graph_pb2.GraphDef()
     g.node.add().CopyFrom(node)
     stats = weight_stats(g, "c")
-    assert stats["shape"] == [4] and stats["min"] == 1.5 and stats["max"] == 2.0 and sum(stats["histogram"]["counts"]) == 4
+    assert (
+        stats["shape"] == [4] and stats["min"] == 1.5 and stats["max"] == 2.0 and sum(stats["histogram"]["counts"]) == 4
+    )
     assert weight_stats(g, "missing") is None

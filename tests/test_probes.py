@@ -163,8 +163,12 @@ def test_scalar_factor_gets_a_value_the_graph_accepts(tmp_path):
         checks = [tf.compat.v1.assert_greater(factor, 0.0), tf.compat.v1.assert_less(factor, 1.0)]
         with tf.control_dependencies(checks):
             f = tf.identity(factor)
-        n = tf.compat.v1.while_loop(lambda s, k: s >= 12.0, lambda s, k: (s * f, k + 1), [tf.constant(100.0), 0],
-                                    shape_invariants=[tf.TensorShape(None), tf.TensorShape([])])[1]
+        n = tf.compat.v1.while_loop(
+            lambda s, k: s >= 12.0,
+            lambda s, k: (s * f, k + 1),
+            [tf.constant(100.0), 0],
+            shape_invariants=[tf.TensorShape(None), tf.TensorShape([])],
+        )[1]
         w = tf.compat.v1.get_variable("w", (4, 2), initializer=tf.compat.v1.ones_initializer())
         tf.identity(tf.matmul(x, w) * tf.cast(n, tf.float32), name="y")
         return ["y"]
@@ -208,8 +212,7 @@ def test_jpeg_input_gets_an_encoded_image(tmp_path):
         return ["features"]
 
     path = _freeze_tf1(build, tmp_path / "jpeg.pb")
-    made = probes.make_probes([GraphInput("jpeg_data", "string", None, "data")], None, _graph_def(path),
-                              ["features:0"])
+    made = probes.make_probes([GraphInput("jpeg_data", "string", None, "data")], None, _graph_def(path), ["features:0"])
     content = made["jpeg_data"].item()
     assert content[:2] == b"\xff\xd8"  # a JPEG file
     assert tf.io.decode_jpeg(content).shape[-1] == 3
@@ -251,14 +254,19 @@ def _freeze_keras(model, spec, path, strip_shape=False) -> str:
 
 def test_keras_models_frozen_without_input_shape(tmp_path):
     keras = pytest.importorskip("keras")
-    conv = keras.Sequential([keras.layers.Conv2D(4, 3, activation="relu"), keras.layers.MaxPooling2D(),
-                             keras.layers.Flatten(), keras.layers.Dense(3)])
+    conv = keras.Sequential(
+        [
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3),
+        ]
+    )
     conv.build((None, 10, 10, 5))  # Flatten -> Dense fixes the spatial size: 10x10 is the only one that runs
     path = _freeze_keras(conv, tf.TensorSpec((None, None, None, None), tf.float32, name="x"), tmp_path / "c.pb")
     feed, _, fetches = _io(path)
     (x,) = [i for i in feed if i.name == "x"]
-    made = probes.make_probes([GraphInput("x", "float32", [-1, -1, -1, -1], "data")], None, _graph_def(path),
-                              fetches)
+    made = probes.make_probes([GraphInput("x", "float32", [-1, -1, -1, -1], "data")], None, _graph_def(path), fetches)
     assert made["x"].shape[1:] == (10, 10, 5), made["x"].shape
     assert run_frozen(_graph_def(path), made, fetches, {})[fetches[0]].shape[-1] == 3
 

@@ -76,8 +76,11 @@ def test_describe_says_what_is_quantized(graphs, real_model):
 def test_rewritten_graph_is_float_conv2d_on_float_consts(graphs, tmp_path):
     graph_def, rewritten, elapsed = graphs
     ops = {n.op for n in rewritten.node}
-    assert not {o for o in ops if o.startswith("Quantized") or o in ("QuantizeV2", "Requantize", "Dequantize",
-                                                                     "RequantizationRange")}
+    assert not {
+        o
+        for o in ops
+        if o.startswith("Quantized") or o in ("QuantizeV2", "Requantize", "Dequantize", "RequantizationRange")
+    }
     nodes = {n.name: n for n in rewritten.node}
     convs = [n for n in rewritten.node if n.op == "Conv2D"]
     assert len(convs) == 18
@@ -166,8 +169,9 @@ def test_built_quantized_matmul_and_bias_add_become_float(tmp_path):
 
     def quantize(value):
         low, high = float(min(value.min(), 0)), float(max(value.max(), 0))
-        q, qlow, qhigh = tf.raw_ops.QuantizeV2(input=value, min_range=low, max_range=high, T=tf.quint8,
-                                               mode="MIN_FIRST")
+        q, qlow, qhigh = tf.raw_ops.QuantizeV2(
+            input=value, min_range=low, max_range=high, T=tf.quint8, mode="MIN_FIRST"
+        )
         return q.numpy(), float(qlow), float(qhigh)
 
     qw, wlow, whigh = quantize(w)
@@ -176,26 +180,58 @@ def test_built_quantized_matmul_and_bias_add_become_float(tmp_path):
     with graph.as_default():
         x = tf.compat.v1.placeholder(tf.float32, (None, 6), name="x")
         flat = tf.reshape(x, [-1])
-        qx = tf.raw_ops.QuantizeV2(input=x, min_range=tf.reduce_min(flat), max_range=tf.reduce_max(flat),
-                                   T=tf.quint8, mode="MIN_FIRST")
+        qx = tf.raw_ops.QuantizeV2(
+            input=x, min_range=tf.reduce_min(flat), max_range=tf.reduce_max(flat), T=tf.quint8, mode="MIN_FIRST"
+        )
         wq = tf.constant(qw, tf.quint8, name="dense/weights_quint8_const")
         bq = tf.constant(qb, tf.quint8, name="dense/biases_quint8_const")
-        mm = tf.raw_ops.QuantizedMatMul(a=qx.output, b=wq, min_a=qx.output_min, max_a=qx.output_max,
-                                        min_b=wlow, max_b=whigh, Toutput=tf.qint32, name="dense/MatMul_eightbit")
+        mm = tf.raw_ops.QuantizedMatMul(
+            a=qx.output,
+            b=wq,
+            min_a=qx.output_min,
+            max_a=qx.output_max,
+            min_b=wlow,
+            max_b=whigh,
+            Toutput=tf.qint32,
+            name="dense/MatMul_eightbit",
+        )
         rr = tf.raw_ops.RequantizationRange(input=mm.out, input_min=mm.min_out, input_max=mm.max_out)
-        rq = tf.raw_ops.Requantize(input=mm.out, input_min=mm.min_out, input_max=mm.max_out,
-                                   requested_output_min=rr.output_min, requested_output_max=rr.output_max,
-                                   out_type=tf.quint8)
-        ba = tf.raw_ops.QuantizedBiasAdd(input=rq.output, bias=bq, min_input=rq.output_min,
-                                         max_input=rq.output_max, min_bias=blow, max_bias=bhigh, out_type=tf.qint32)
+        rq = tf.raw_ops.Requantize(
+            input=mm.out,
+            input_min=mm.min_out,
+            input_max=mm.max_out,
+            requested_output_min=rr.output_min,
+            requested_output_max=rr.output_max,
+            out_type=tf.quint8,
+        )
+        ba = tf.raw_ops.QuantizedBiasAdd(
+            input=rq.output,
+            bias=bq,
+            min_input=rq.output_min,
+            max_input=rq.output_max,
+            min_bias=blow,
+            max_bias=bhigh,
+            out_type=tf.qint32,
+        )
         rr2 = tf.raw_ops.RequantizationRange(input=ba.output, input_min=ba.min_out, input_max=ba.max_out)
-        rq2 = tf.raw_ops.Requantize(input=ba.output, input_min=ba.min_out, input_max=ba.max_out,
-                                    requested_output_min=rr2.output_min, requested_output_max=rr2.output_max,
-                                    out_type=tf.quint8)
-        relu = tf.raw_ops.QuantizedRelu(features=rq2.output, min_features=rq2.output_min,
-                                        max_features=rq2.output_max, out_type=tf.quint8)
-        tf.raw_ops.Dequantize(input=relu.activations, min_range=relu.min_activations,
-                              max_range=relu.max_activations, mode="MIN_FIRST", name="dense/Relu")
+        rq2 = tf.raw_ops.Requantize(
+            input=ba.output,
+            input_min=ba.min_out,
+            input_max=ba.max_out,
+            requested_output_min=rr2.output_min,
+            requested_output_max=rr2.output_max,
+            out_type=tf.quint8,
+        )
+        relu = tf.raw_ops.QuantizedRelu(
+            features=rq2.output, min_features=rq2.output_min, max_features=rq2.output_max, out_type=tf.quint8
+        )
+        tf.raw_ops.Dequantize(
+            input=relu.activations,
+            min_range=relu.min_activations,
+            max_range=relu.max_activations,
+            mode="MIN_FIRST",
+            name="dense/Relu",
+        )
     graph_def = graph.as_graph_def()
     assert "QuantizedMatMul" in describe_quantization(graph_def)
     rewritten = dequantize_graph(graph_def)
@@ -205,8 +241,9 @@ def test_built_quantized_matmul_and_bias_add_become_float(tmp_path):
     assert nodes["dense/Relu"].op == "Relu"  # the Dequantize's name now names the float op
     matmul = next(n for n in rewritten.node if n.op == "MatMul")
     assert nodes[matmul.input[1]].name == "dense/weights" and nodes[matmul.input[1]].op == "Const"
-    np.testing.assert_allclose(tf.make_ndarray(nodes["dense/weights"].attr["value"].tensor), w,
-                               atol=(whigh - wlow) / 255)  # within one 8-bit step of the original float weights
+    np.testing.assert_allclose(
+        tf.make_ndarray(nodes["dense/weights"].attr["value"].tensor), w, atol=(whigh - wlow) / 255
+    )  # within one 8-bit step of the original float weights
     feeds = {"x": rng.normal(0, 1, (5, 6)).astype(np.float32)}
     a = run_frozen(graph_def, feeds, ["dense/Relu:0"], {})["dense/Relu:0"]
     b_out = run_frozen(rewritten, feeds, ["dense/Relu:0"], {})["dense/Relu:0"]

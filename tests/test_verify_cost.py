@@ -49,8 +49,13 @@ def mlp(tmp_path_factory):
     graph_def = tf.compat.v1.GraphDef()
     with open(path, "rb") as f:
         graph_def.ParseFromString(f.read())
-    return {"path": path, "graph_def": graph_def, "saved_model": str(out / "saved_model"),
-            "signature": manifest["signature"], "verification": manifest["verification"]}
+    return {
+        "path": path,
+        "graph_def": graph_def,
+        "saved_model": str(out / "saved_model"),
+        "signature": manifest["signature"],
+        "verification": manifest["verification"],
+    }
 
 
 def _default_session_outputs(graph_def, feeds: dict, fetches: list[str]) -> list:
@@ -58,7 +63,7 @@ def _default_session_outputs(graph_def, feeds: dict, fetches: list[str]) -> list
     with graph.as_default():
         tensors = tf.import_graph_def(graph_def, return_elements=[f"{n}:0" for n in feeds] + fetches, name="ref")
     with tf.compat.v1.Session(graph=graph) as sess:
-        return sess.run(tensors[len(feeds):], dict(zip(tensors, feeds.values())))
+        return sess.run(tensors[len(feeds) :], dict(zip(tensors, feeds.values())))
 
 
 def test_reference_run_feeds_the_large_weights_and_computes_what_grappler_does(mlp):
@@ -83,8 +88,9 @@ def test_frozen_runner_takes_grapplers_defaults_only_when_they_give_a_clean_run(
         monkeypatch.setattr(lean, "run", lambda fetches, *a, **k: [np.full((4, 3), np.nan, np.float32)])
         (out,) = runner.run({"x": x})
         assert np.isfinite(out).all() and runner.grappler is True and runner.sess is not lean
-        np.testing.assert_allclose(out, _default_session_outputs(mlp["graph_def"], {"x": x}, ["y:0"])[0],
-                                   rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(
+            out, _default_session_outputs(mlp["graph_def"], {"x": x}, ["y:0"])[0], rtol=1e-6, atol=1e-6
+        )
     finally:
         runner.close()
     # When the defaults are no better, the lean Session stays and they are not asked again.

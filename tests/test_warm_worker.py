@@ -47,19 +47,22 @@ def test_second_conversion_reuses_the_worker_and_imports_nothing(pool, real_mode
     for i, name in enumerate((MODEL, OTHER, MODEL)):
         steps.append([])
         started = time.perf_counter()
-        manifest = W.convert_in_subprocess(real_model(name), str(tmp_path / f"out{i}"), timeout=TIMEOUT,
-                                           progress=lambda s, f, i=i: steps[i].append(s)).to_json()
+        manifest = W.convert_in_subprocess(
+            real_model(name), str(tmp_path / f"out{i}"), timeout=TIMEOUT, progress=lambda s, f, i=i: steps[i].append(s)
+        ).to_json()
         runs.append((time.perf_counter() - started, manifest))
         assert pool.last_pid == ready.pid  # the same process every time
     assert pool.stats() == {"idle": [ready.pid], "busy": [], "started": 1}
-    for seconds, manifest in runs:
+    for _seconds, manifest in runs:
         assert manifest["timings"]["import tensorflow"] < 0.05, manifest["timings"]
         assert manifest["verification"]["performed"]
     for seen in steps:  # the real sub-steps of convert(), in order, relayed as they happen
         assert [s for s in ("load", "rewrite", "build and save") if s in seen] == ["load", "rewrite", "build and save"]
-        assert any(s.startswith("verify") for s in seen[seen.index("build and save"):]), seen
-    print(f"warm worker: import {ready.ready['import_seconds']:.2f} s once; conversions "
-          + ", ".join(f"{s:.2f} s" for s, _ in runs))
+        assert any(s.startswith("verify") for s in seen[seen.index("build and save") :]), seen
+    print(
+        f"warm worker: import {ready.ready['import_seconds']:.2f} s once; conversions "
+        + ", ".join(f"{s:.2f} s" for s, _ in runs)
+    )
 
 
 def test_user_errors_keep_the_worker(pool, real_model, tmp_path):

@@ -131,7 +131,9 @@ def compact(
     for name, entry in variables.items():
         if name in by_name:
             by_name[name]["variable"] = {
-                "source": entry.get("source"), "trainable": bool(entry.get("trainable")), "role": entry.get("role"),
+                "source": entry.get("source"),
+                "trainable": bool(entry.get("trainable")),
+                "role": entry.get("role"),
                 "helpers": sorted(helpers.get(name, [])),
             }
     names = set(by_name)
@@ -163,28 +165,63 @@ def changes(frozen: graph_pb2.GraphDef, unfrozen: graph_pb2.GraphDef, conversion
     frozen_converted = sources & set(frozen_ops)
     removed = (set(conversion.removed_nodes if conversion is not None else ()) & set(frozen_ops)) - frozen_converted
     if not entries:  # no manifest: fall back to the difference of the two graphs
-        variables = {n: {"variable_name": n, "source": n} for n, op in unfrozen_ops.items()
-                     if op in ("VarHandleOp", "VariableV2")}
+        variables = {
+            n: {"variable_name": n, "source": n}
+            for n, op in unfrozen_ops.items()
+            if op in ("VarHandleOp", "VariableV2")
+        }
         frozen_converted = {n for n in variables if n in frozen_ops}
     var_names = set(variables)
     both = set(frozen_ops) & set(unfrozen_ops)
-    changed = {n: f"{frozen_ops[n]} → {unfrozen_ops[n]}" for n in both
-               if frozen_ops[n] != unfrozen_ops[n] and n not in var_names and n not in frozen_converted}
+    changed = {
+        n: f"{frozen_ops[n]} → {unfrozen_ops[n]}"
+        for n in both
+        if frozen_ops[n] != unfrozen_ops[n] and n not in var_names and n not in frozen_converted
+    }
     new = set(unfrozen_ops) - set(frozen_ops)
     added = {n for n in new if n not in var_names and bundle_owner(n, var_names) is None}
     return {
-        "frozen": frozen_converted, "unfrozen": var_names & set(unfrozen_ops), "changed_frozen": changed,
-        "changed_unfrozen": changed, "removed": removed, "added": added, "variables": variables,
+        "frozen": frozen_converted,
+        "unfrozen": var_names & set(unfrozen_ops),
+        "changed_frozen": changed,
+        "changed_unfrozen": changed,
+        "removed": removed,
+        "added": added,
+        "variables": variables,
     }
 
 
 # DataType enum → numpy dtype name, for the constants whose values the node panel summarizes. bfloat16 has no numpy
 # type: its bits are widened to float32 by hand.
-_NUMPY = {1: "float32", 2: "float64", 3: "int32", 4: "uint8", 5: "int16", 6: "int8", 9: "int64", 10: "bool",
-          11: "int8", 12: "uint8", 13: "int32", 15: "int16", 16: "uint16", 17: "uint16", 19: "float16",
-          22: "uint32", 23: "uint64"}
-_VALUE_FIELD = {1: "float_val", 2: "double_val", 9: "int64_val", 10: "bool_val", 19: "half_val", 14: "half_val",
-                22: "uint32_val", 23: "uint64_val"}
+_NUMPY = {
+    1: "float32",
+    2: "float64",
+    3: "int32",
+    4: "uint8",
+    5: "int16",
+    6: "int8",
+    9: "int64",
+    10: "bool",
+    11: "int8",
+    12: "uint8",
+    13: "int32",
+    15: "int16",
+    16: "uint16",
+    17: "uint16",
+    19: "float16",
+    22: "uint32",
+    23: "uint64",
+}
+_VALUE_FIELD = {
+    1: "float_val",
+    2: "double_val",
+    9: "int64_val",
+    10: "bool_val",
+    19: "half_val",
+    14: "half_val",
+    22: "uint32_val",
+    23: "uint64_val",
+}
 HISTOGRAM_BINS = 40
 PREVIEW_VALUES = 16
 
@@ -285,8 +322,13 @@ def weight_drift(a: graph_pb2.GraphDef, b: graph_pb2.GraphDef, limit: int = 5000
         shape_a = [d.size for d in ta.tensor_shape.dim]
         shape_b = [d.size for d in tb.tensor_shape.dim]
         if shape_a != shape_b or ta.dtype != tb.dtype:
-            mismatched.append({"name": name, "a": {"shape": shape_a, "dtype": dtype_name(ta.dtype)},
-                               "b": {"shape": shape_b, "dtype": dtype_name(tb.dtype)}})
+            mismatched.append(
+                {
+                    "name": name,
+                    "a": {"shape": shape_a, "dtype": dtype_name(ta.dtype)},
+                    "b": {"shape": shape_b, "dtype": dtype_name(tb.dtype)},
+                }
+            )
             continue
         va, vb = const_values(ca[name]), const_values(cb[name])
         if va is None or vb is None or va.size == 0:
@@ -294,12 +336,17 @@ def weight_drift(a: graph_pb2.GraphDef, b: graph_pb2.GraphDef, limit: int = 5000
         va, vb = va.astype(np.float64), vb.astype(np.float64)
         diff = np.abs(vb - va)
         norm = float(np.linalg.norm(va))
-        rows.append({
-            "name": name, "shape": shape_a, "size": int(va.size),
-            "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
-            "relative": float(np.linalg.norm(vb - va) / norm) if norm > 0 else (0.0 if not diff.any() else None),
-            "changed": bool(diff.any()),
-        })
+        rows.append(
+            {
+                "name": name,
+                "shape": shape_a,
+                "size": int(va.size),
+                "max_abs_diff": float(diff.max()),
+                "mean_abs_diff": float(diff.mean()),
+                "relative": float(np.linalg.norm(vb - va) / norm) if norm > 0 else (0.0 if not diff.any() else None),
+                "changed": bool(diff.any()),
+            }
+        )
     rows.sort(key=lambda r: (-(r["relative"] if r["relative"] is not None else float("inf")), r["name"]))
     return {
         "weights": rows[:limit],

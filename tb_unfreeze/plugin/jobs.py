@@ -77,8 +77,13 @@ class JobRunner:
     `warm_up` (default: start the warm conversion worker) is called once, on the first `active`, `list` or `submit`
     (the first /models, /jobs or /convert request); None turns it off."""
 
-    def __init__(self, run: RunFn, workers: int = 1, keep: int = 200,
-                 warm_up: Callable[[], None] | None = _start_conversion_worker) -> None:
+    def __init__(
+        self,
+        run: RunFn,
+        workers: int = 1,
+        keep: int = 200,
+        warm_up: Callable[[], None] | None = _start_conversion_worker,
+    ) -> None:
         self._run = run
         self._warm_up = warm_up
         self._workers = workers

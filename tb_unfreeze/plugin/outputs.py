@@ -50,8 +50,10 @@ def _now() -> str:
 
 def summarize(result: ConversionResult, model_id: str) -> dict:
     """The few facts a listing or a history line shows about a finished conversion (the tab's `JobResult`)."""
-    return {**result.summary_json(),
-            "runs": {w: metadata.run_name(model_id, w) for w in (metadata.FROZEN_RUN, metadata.UNFROZEN_RUN)}}
+    return {
+        **result.summary_json(),
+        "runs": {w: metadata.run_name(model_id, w) for w in (metadata.FROZEN_RUN, metadata.UNFROZEN_RUN)},
+    }
 
 
 class Outputs:
@@ -105,7 +107,8 @@ class Outputs:
             raise errors.InvalidArgumentError(not_npz.format(str(e)[:200])) from None
         if inflated > MAX_PROBE_INFLATED:
             raise errors.InvalidArgumentError(
-                f"the uploaded .npz holds {inflated:,} bytes of arrays; the limit is {MAX_PROBE_INFLATED:,}.")
+                f"the uploaded .npz holds {inflated:,} bytes of arrays; the limit is {MAX_PROBE_INFLATED:,}."
+            )
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
@@ -121,16 +124,20 @@ class Outputs:
             if name is None:
                 raise errors.InvalidArgumentError(
                     f"the uploaded .npz has an array {key[:200]!r} that matches no input of {model_id}; inputs: "
-                    f"{', '.join(sorted(fed))[:500] or 'none'}.")
+                    f"{', '.join(sorted(fed))[:500] or 'none'}."
+                )
             if value.dtype.kind not in "biufcSU":
-                raise errors.InvalidArgumentError(f"array {key[:200]!r} has dtype {value.dtype}; pass numbers, "
-                                                  "booleans or bytes.")
+                raise errors.InvalidArgumentError(
+                    f"array {key[:200]!r} has dtype {value.dtype}; pass numbers, booleans or bytes."
+                )
             shape = fed[name].get("shape")
-            if shape is not None and (len(shape) != value.ndim or any(
-                    d not in (None, -1) and d != n for d, n in zip(shape, value.shape))):
+            if shape is not None and (
+                len(shape) != value.ndim or any(d not in (None, -1) and d != n for d, n in zip(shape, value.shape))
+            ):
                 raise errors.InvalidArgumentError(
                     f"array {key[:200]!r} has shape {list(value.shape)} but input {name!r} takes {shape} "
-                    "(-1: any size).")
+                    "(-1: any size)."
+                )
             described[name] = {"shape": list(value.shape), "dtype": value.dtype.name}
         import hashlib  # noqa: PLC0415
 
@@ -140,8 +147,11 @@ class Outputs:
         from tb_unfreeze.output_dir import write_file_atomic  # noqa: PLC0415
 
         write_file_atomic(os.path.join(folder, f"{probe_id}.npz"), data)
-        return {"probe": probe_id, "inputs": described,
-                "missing": sorted(set(fed) - set(described))}  # searched for at conversion, as without a probe
+        return {
+            "probe": probe_id,
+            "inputs": described,
+            "missing": sorted(set(fed) - set(described)),
+        }  # searched for at conversion, as without a probe
 
     # -- earlier conversions --------------------------------------------------------------------------------------
 
@@ -258,8 +268,9 @@ class Outputs:
             logger.warning("unfreeze: cannot log the frozen graph of %s: %s", model.id, e)
 
     @contextlib.contextmanager
-    def lock(self, model_id: str, wait: bool, purpose: str = CONVERTING,
-             on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    def lock(
+        self, model_id: str, wait: bool, purpose: str = CONVERTING, on_wait: Callable[[], None] | None = None
+    ) -> Iterator[None]:
         """An exclusive lock on the model's output folder, shared by every TensorBoard on this logdir.
 
         The holder writes its purpose into the lock file. Without `wait`, a lock held for a conversion is a
@@ -301,8 +312,9 @@ class Outputs:
                 told = True
             time.sleep(0.2)
 
-    def convert(self, model: ModelFile, request: ConversionRequest, client: dict,
-                progress: Callable[[str, float], None]) -> dict:
+    def convert(
+        self, model: ModelFile, request: ConversionRequest, client: dict, progress: Callable[[str, float], None]
+    ) -> dict:
         """Run `tb_unfreeze.convert` into `model/` (replacing the last result), log both runs, append history."""
         started = time.time()
         record = {
@@ -325,8 +337,14 @@ class Outputs:
             try:
                 # A child process: a TensorFlow crash or its memory cannot touch TensorBoard, and TensorFlow's
                 # threads do not compete with TensorBoard's for the GIL.
-                conversion = convert_in_subprocess(model.path, self.out_dir(model.id), request, replace=True,
-                                                   progress=progress, timeout=metadata.CONVERT_TIMEOUT_SECONDS)
+                conversion = convert_in_subprocess(
+                    model.path,
+                    self.out_dir(model.id),
+                    request,
+                    replace=True,
+                    progress=progress,
+                    timeout=metadata.CONVERT_TIMEOUT_SECONDS,
+                )
             except Exception as e:
                 record.update(ok=False, error=_public_message(e, model.id), seconds=round(time.time() - started, 3))
                 self._record(model.id, record)

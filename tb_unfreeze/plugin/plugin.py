@@ -31,9 +31,18 @@ logger = logging.getLogger(__name__)
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 _CONTENT_TYPES = {
-    ".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css", ".map": "application/json",
-    ".json": "application/json", ".html": "text/html", ".svg": "image/svg+xml", ".png": "image/png",
-    ".woff2": "font/woff2", ".woff": "font/woff", ".ttf": "font/ttf", ".wasm": "application/wasm",
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".css": "text/css",
+    ".map": "application/json",
+    ".json": "application/json",
+    ".html": "text/html",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".woff2": "font/woff2",
+    ".woff": "font/woff",
+    ".ttf": "font/ttf",
+    ".wasm": "application/wasm",
 }
 
 
@@ -297,7 +306,10 @@ class UnfreezePlugin(base_plugin.TBPlugin):
             )
         else:
             result = graph_view.compact(
-                unfrozen, changes["unfrozen"], changes["added"], changed=changes["changed_unfrozen"],
+                unfrozen,
+                changes["unfrozen"],
+                changes["added"],
+                changed=changes["changed_unfrozen"],
                 variables=changes["variables"],
             )
         result.update(model=model.id, which=which, run=metadata.run_name(model.id, which))
@@ -336,8 +348,12 @@ class UnfreezePlugin(base_plugin.TBPlugin):
                     self._weights_cache.popitem(last=False)
         result = dict(stats, source=source)
         if variable is not None:
-            result.update(variable=node, trainable=variable.trainable, role=variable.role,
-                          note="the variable's initial value: the frozen constant it was made from")
+            result.update(
+                variable=node,
+                trainable=variable.trainable,
+                role=variable.role,
+                note="the variable's initial value: the frozen constant it was made from",
+            )
         return result
 
     def conversions_impl(self, model_id: str) -> dict:
@@ -370,7 +386,10 @@ class UnfreezePlugin(base_plugin.TBPlugin):
             graphs = {
                 "frozen": graph_view.compact(frozen, changes["frozen"], changed=changes["changed_frozen"]),
                 "unfrozen": graph_view.compact(
-                    unfrozen, changes["unfrozen"], changes["added"], changed=changes["changed_unfrozen"],
+                    unfrozen,
+                    changes["unfrozen"],
+                    changes["added"],
+                    changed=changes["changed_unfrozen"],
                     variables=changes["variables"],
                 ),
             }
