@@ -4,7 +4,7 @@ Not a test module (pytest does not collect it). Usage, from a scratch copy of th
 tree others edit):
 
     git archive <commit> | tar -x -C /tmp/mutpass
-    python tests/mutation_pass.py --copy /tmp/mutpass [--only ID ...] [--baseline]
+    python tests/mutation_pass.py --copy /tmp/mutpass [--only ID ...] [--baseline] [--runs NAME ...]
 
 Each mutant is a text replacement that must match its file exactly once; it is applied in the copy, the tests
 listed for it run (pytest -x, cheapest file first, with the copy first on PYTHONPATH so the console scripts and
@@ -35,11 +35,17 @@ BUILT = ("built", ["test_convert_built.py"])
 FUZZ = ("fuzz", ["test_fuzz_convert.py"])
 REAL = ("real", ["test_convert_real.py", "-k", REAL_SUBSET])
 CRASH = ("crash", ["test_crash_safety.py"])
-ALL_RUNS = [INSPECT, BAD_INPUT, BUILT, FUZZ, REAL, CRASH]
-# Each mutant runs these in order and stops at the first failure.
-DETECTION = [INSPECT, BUILT, REAL, FUZZ]
-CONVERSION = [BUILT, REAL, FUZZ]
-OUTPUT = [BAD_INPUT, REAL, FUZZ, CRASH]
+INPUTS = ("inputs", ["test_inputs_as_meant.py"])  # built graphs with keep_prob, learning phase, bn without scale
+CONTRACT_TESTS = ("contract", ["test_contract.py"])
+PLUGIN_HTTP = ("plugin_http", ["test_plugin_http.py"])
+KILLS = ("kills", ["test_mutation_kills.py"])  # tests written to kill survivors of earlier passes
+ALL_RUNS = [INSPECT, BAD_INPUT, BUILT, FUZZ, REAL, CRASH, INPUTS, CONTRACT_TESTS, PLUGIN_HTTP, KILLS]
+# Each mutant runs these in order and stops at the first failure. (The runs `inputs` and `kills` were added on
+# 30 Nov, after the survivors of the first pass: see docs/mutation.md.)
+DETECTION = [INSPECT, BUILT, REAL, FUZZ, INPUTS, KILLS]
+CONVERSION = [BUILT, REAL, FUZZ, INPUTS, KILLS]
+OUTPUT = [BAD_INPUT, REAL, FUZZ, CRASH, KILLS]
+CONTRACT = [CONTRACT_TESTS, PLUGIN_HTTP, KILLS]
 
 
 @dataclasses.dataclass
@@ -90,9 +96,11 @@ MUTANTS = [
            '    mapped = {f"{MAPPED_PREFIX}{i}:0": c for i, c in enumerate(chosen)}',
            '    mapped = {f"{MAPPED_PREFIX}{i}:0": c for i, c in enumerate(chosen[1:] + chosen[:1])}',
            "variables bound to the wrong tensors (rotated by one)", CONVERSION),
-    Mutant("R3", "rewiring", "tb_unfreeze/rewrite.py",
-           "    kept = [n for n in graph_def.node if n.name not in doomed]",
-           "    doomed = set()\n    kept = [n for n in graph_def.node if n.name not in doomed]",
+    Mutant("R3", "rewiring", "tb_unfreeze/rewrite.py",  # _remove_dangling's (_fold_freezer_reads has the same line)
+           "    kept = [n for n in graph_def.node if n.name not in doomed]\n    del graph_def.node[:]\n"
+           "    graph_def.node.extend(kept)\n    return sorted(doomed)",
+           "    doomed = set()\n    kept = [n for n in graph_def.node if n.name not in doomed]\n"
+           "    del graph_def.node[:]\n    graph_def.node.extend(kept)\n    return sorted(doomed)",
            "replaced constants left in the graph (nothing removed)", CONVERSION),
     Mutant("R4", "rewiring", "tb_unfreeze/rewrite.py",
            '                    node.input[j] = ""  # control edge on a removed const: nothing to wait for',
@@ -102,12 +110,14 @@ MUTANTS = [
     Mutant("R6", "rewiring", "tb_unfreeze/rewrite.py",
            "        tensor.float_val.append(float(inp.default))", "        tensor.float_val.append(0.0)",
            "keep_prob / learning-phase default written as 0", CONVERSION),
+    # The exact-name check is now the "" suffix of _BUNDLE (a406085); the mutant keeps only the bundle's suffixes.
     Mutant("R7", "rewiring", "tb_unfreeze/rewrite.py",
-           "        while name in taken or name in graph_names or any(",
-           "        while name in taken or any(", "variable names may collide with graph nodes", CONVERSION),
+           'while name in taken or any(f"{name}{s}" in graph_names for s in _BUNDLE):',
+           'while name in taken or any(f"{name}{s}" in graph_names for s in _BUNDLE[1:]):',
+           "variable names may collide with graph nodes", CONVERSION),
     # --- verification: verify.py ---
-    Mutant("V1", "verification", "tb_unfreeze/verify.py", "    return 1e-5 * max(1.0, scale)", "    return 1.0",
-           "output tolerance 1.0 instead of 1e-5 (relative)", CONVERSION),
+    Mutant("V1", "verification", "tb_unfreeze/verify.py", "    return RTOL * max(1.0, scale)", "    return 1.0",
+           "output tolerance 1.0 instead of 3e-5 (relative; 1e-5 in the first pass)", CONVERSION),
     Mutant("V2", "verification", "tb_unfreeze/verify.py",
            '"passed": diff <= tolerance(ref)}', '"passed": True}', "every output comparison passes", CONVERSION),
     Mutant("V3", "verification", "tb_unfreeze/verify.py", "    return tf.add_n(terms) if terms else None",
@@ -150,6 +160,14 @@ MUTANTS = [
     Mutant("O7", "atomic output", "tb_unfreeze/output_dir.py",
            "    if os.path.exists(out) and _exchange(tmp, out):",
            "    if os.path.exists(out) and False:", "no atomic exchange: the move-aside fallback always", OUTPUT),
+    # --- the conversion contract: contract.py ---
+    Mutant("C1", "contract", "tb_unfreeze/contract.py", '"passed": self.passed, "note": self.note,',
+           '"passed": True, "note": self.note,', "Verification.summary_json says passed whatever the status",
+           CONTRACT),
+    Mutant("C2", "contract", "tb_unfreeze/contract.py", "                    result = result.relocated(folder)\n",
+           "                    pass\n", "ConversionResult.open keeps a moved folder's old paths", CONTRACT),
+    Mutant("C3", "contract", "tb_unfreeze/contract.py", "        if unknown:\n", "        if False:\n",
+           "ConversionRequest.from_json ignores unknown fields", CONTRACT),
 ]
 
 
@@ -206,7 +224,7 @@ def run_mutant(m: Mutant, copy: str, models: str, failing: dict[str, list[str]],
             deselect = [a for t in failing.get(name, []) for a in ("--deselect", t)]
             xml = os.path.join(copy, f"mutant-{m.id}.xml")
             code, summary = _pytest(copy, models, args, ["-x", *deselect], xml, timeout)
-            if code != 0:
+            if code not in (0, 5):  # 5: no test selected (e.g. the kills file has none for this area)
                 first = (_failed_ids(xml) or [summary])[0]
                 return {"id": m.id, "result": "killed", "by": first, "exit": code, "summary": summary,
                         "seconds": round(time.monotonic() - start)}
@@ -223,6 +241,8 @@ def main() -> None:
     parser.add_argument("--models", default=os.environ.get("TB_UNFREEZE_MODELS", "/work/shared/models"))
     parser.add_argument("--only", nargs="*", help="mutant ids, run in this order")
     parser.add_argument("--baseline", action="store_true", help="(re)record the tests failing on the copy")
+    parser.add_argument("--runs", nargs="*", help="only these test runs of each mutant (e.g. `kills` to re-run a "
+                        "survivor against the tests written for it; the others already passed)")
     parser.add_argument("--timeout", type=int, default=1500, help="seconds per pytest run")
     args = parser.parse_args()
     copy = os.path.abspath(args.copy)
@@ -239,6 +259,8 @@ def main() -> None:
             results = json.load(f)
     by_id = {m.id: m for m in MUTANTS}
     for m in [by_id[i] for i in args.only] if args.only else MUTANTS:  # in the order given
+        if args.runs is not None:
+            m = dataclasses.replace(m, tests=[(n, a) for n, a in m.tests if n in args.runs])
         r = run_mutant(m, copy, args.models, failing, args.timeout)
         r.update(area=m.area, what=m.what, file=m.file)
         results[m.id] = r
