@@ -158,3 +158,18 @@ def test_a_bias_added_with_add_after_matmul_and_conv_is_a_recommended_bias(tmp_p
     for name in ("conv_bias", "dense_bias"):
         assert name in found, sorted(found)
         assert (found[name].role, found[name].recommended, found[name].trainable) == ("bias", True, True), found[name]
+
+
+def test_every_mutant_of_the_pass_still_applies_to_the_code():
+    """tests/mutation_pass.py's mutants are exact texts: a refactor or `ruff format` that moves one makes the pass
+    unable to apply it; this says which, before a 2-hour run finds out."""
+    import mutation_pass
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    stale = []
+    for mutant in mutation_pass.MUTANTS:
+        with open(os.path.join(root, mutant.file), encoding="utf-8") as f:
+            count = f.read().count(mutant.old)
+        if count != 1:
+            stale.append(f"{mutant.id} ({mutant.file}): its text occurs {count} times")
+    assert not stale, "; ".join(stale)
