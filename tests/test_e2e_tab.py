@@ -421,6 +421,14 @@ def test_real_models_side_by_side_counts_weights_and_an_unverified_result(tensor
     expect(item.locator(".chip")).to_have_attribute("data-verification", "not_verified", timeout=60_000)
     expect(frame.locator(".result .verdict .chip.verification")).to_have_attribute("data-status", "not_verified")
     expect(frame.locator(".result .verdict button.reverify")).to_be_visible()
+
+    # 263 candidates: the table holds the first 200 rows and says so; scrolling to its end brings the rest.
+    rows = frame.locator(".cand-table tbody tr[data-name]")
+    expect(rows).to_have_count(200, timeout=30_000)
+    expect(frame.locator(".cand-table tr.more")).to_contain_text("200 of 263 rows shown")
+    frame.locator(".cands .table-wrap").evaluate("e => { e.scrollTop = e.scrollHeight; }")
+    expect(rows).to_have_count(263, timeout=10_000)
+    expect(frame.locator(".cand-table tr.more")).to_have_count(0)
     chip_bg = item.locator(".chip").evaluate("e => getComputedStyle(e).backgroundColor")
     assert chip_bg != "rgb(232, 245, 233)", "a not-verified result must not be green"
 

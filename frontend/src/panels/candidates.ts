@@ -21,6 +21,10 @@ export class CandidateTable {
   private tableEl: HTMLTableElement;
   private resize: ResizeObserver | null = null;
   private elideFrame = 0;
+  /** Rows in the DOM: the first ROWS_CHUNK of `shown`, more as the table is scrolled (6,666 rows at once made
+   * the tab take seconds to show them and every frame of a graph pan/zoom pay for their layout). */
+  private rendered = 0;
+  private moreRow: HTMLElement | null = null;
 
   constructor(private onChange: () => void) {
     this.roleFilter = h("select.in", { "aria-label": "Filter by role", on: { change: () => this.renderRows() } });
@@ -44,7 +48,7 @@ export class CandidateTable {
         h("span.grow"),
         this.totals,
       ),
-      h("div.table-wrap", null,
+      h("div.table-wrap", { on: { scroll: (e: Event) => this.maybeMore(e.currentTarget as HTMLElement) } },
         this.tableEl = h("table.dense.cand-table", null,
           h("colgroup", null, ...["c-inc", "c-name", "c-role", "c-train", "c-shape", "c-dtype", "c-params", "c-bytes", "c-var", "c-reason"]
             .map((c) => h("col", { class: c }))),
@@ -150,10 +154,35 @@ export class CandidateTable {
     } else if (!this.shown.length) {
       replace(this.tbody, h("tr", null, h("td.empty", { colSpan: 10 }, "No candidate matches the filter.")));
     } else {
-      replace(this.tbody, ...this.shown.map((c) => this.row(c)));
+      this.rendered = Math.min(this.shown.length, ROWS_CHUNK);
+      this.moreRow = this.rendered < this.shown.length ? h("tr.more", null, h("td.empty", { colSpan: 10 })) : null;
+      replace(this.tbody, ...this.shown.slice(0, this.rendered).map((c) => this.row(c)), this.moreRow);
+      this.updateMore();
     }
     this.renderTotals();
     this.scheduleElide();
+  }
+
+  /** Appends the next rows when the table is scrolled near its end. */
+  private maybeMore(wrap: HTMLElement): void {
+    if (!this.moreRow || wrap.scrollTop + wrap.clientHeight < wrap.scrollHeight - 120) return;
+    const next = this.shown.slice(this.rendered, this.rendered + ROWS_CHUNK);
+    for (const c of next) this.tbody.insertBefore(this.row(c), this.moreRow);
+    this.rendered += next.length;
+    this.updateMore();
+    this.scheduleElide();
+  }
+
+  private updateMore(): void {
+    if (!this.moreRow) return;
+    if (this.rendered >= this.shown.length) {
+      this.moreRow.remove();
+      this.moreRow = null;
+      return;
+    }
+    replace(this.moreRow.firstChild as HTMLElement,
+      `${fmtInt(this.rendered)} of ${fmtInt(this.shown.length)} rows shown; scroll for more, or filter. `
+      + "Select all / none apply to every row that matches the filter.");
   }
 
   private row(c: Candidate): HTMLElement {
@@ -199,6 +228,8 @@ export class CandidateTable {
     );
   }
 }
+
+export const ROWS_CHUNK = 200;
 
 /** "abcdefghij" → "ab…ghij" in `n` characters, keeping most of the end (where TF names differ). */
 export function middleEllipsis(text: string, n: number): string {
