@@ -69,9 +69,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def measure(path: str, logdir: str, loads: int = 5) -> dict:
-    from playwright import sync_api  # noqa: PLC0415
-
+def _fresh_logdir(path: str, logdir: str) -> str:
+    """An empty `logdir` holding the model (hard-linked when possible); returns its model id."""
     shutil.rmtree(logdir, ignore_errors=True)
     os.makedirs(logdir)
     model_id = os.path.basename(path)
@@ -79,8 +78,15 @@ def measure(path: str, logdir: str, loads: int = 5) -> dict:
         os.link(path, os.path.join(logdir, model_id))
     except OSError:
         shutil.copyfile(path, os.path.join(logdir, model_id))
+    return model_id
+
+
+def measure(path: str, logdir: str, loads: int = 5) -> dict:
+    from playwright import sync_api  # noqa: PLC0415
+
+    model_id = _fresh_logdir(path, logdir)
     log_path = os.path.join(os.path.dirname(logdir), "tensorboard.log")
-    with _tensorboard(logdir, log_path) as base:
+    with _tensorboard(logdir, log_path) as (base, _):
         _convert(base, model_id, timeout=600)
         url = base + "/#unfreeze&unfreeze_model=" + urllib.parse.quote(model_id, safe="")
         times, shell = [], []
@@ -153,37 +159,9 @@ def click_to_done(path: str, logdir: str, clicks: int = 2) -> dict:
     click → the progress panel's `data-state` is `done`. `clicks` page loads, one click each."""
     from playwright import sync_api  # noqa: PLC0415
 
-    shutil.rmtree(logdir, ignore_errors=True)
-    os.makedirs(logdir)
-    model_id = os.path.basename(path)
-    try:
-        os.link(path, os.path.join(logdir, model_id))
-    except OSError:
-        shutil.copyfile(path, os.path.join(logdir, model_id))
-    port = _free_port()
-    exe = shutil.which("tensorboard")
-    cmd = [exe] if exe else [sys.executable, "-m", "tensorboard.main"]
-    log = open(os.path.join(os.path.dirname(logdir), "tensorboard-click.log"), "wb")
-    proc = subprocess.Popen(
-        cmd + ["--logdir", logdir, "--host", "127.0.0.1", "--port", str(port), "--reload_interval", "1"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
+    model_id = _fresh_logdir(path, logdir)
     runs = []
-    try:
-        deadline = time.time() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"tensorboard exited with {proc.returncode}")
-            try:
-                if _get_json(base + "/data/plugins_listing").get("unfreeze"):
-                    break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError("tensorboard did not list the unfreeze plugin within 120 s")
-            time.sleep(0.5)
+    with _tensorboard(logdir, os.path.join(os.path.dirname(logdir), "tensorboard-click.log")) as (base, proc):
         url = base + "/#unfreeze&unfreeze_model=" + urllib.parse.quote(model_id, safe="")
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -215,14 +193,6 @@ def click_to_done(path: str, logdir: str, clicks: int = 2) -> dict:
                     page.close()
             finally:
                 browser.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
     return {"seconds": runs[0]["seconds"], "runs": runs}
 
 
@@ -291,7 +261,7 @@ def _tensorboard(logdir: str, log_path: str):
             if time.time() > deadline:
                 raise RuntimeError("tensorboard did not list the unfreeze plugin within 120 s")
             time.sleep(0.5)
-        yield base
+        yield base, proc
     finally:
         proc.terminate()
         try:
@@ -422,7 +392,7 @@ def measure_views(models: dict[str, str], workdir: str, loads: int = 5, frames: 
         except OSError:
             shutil.copyfile(path, os.path.join(logdir, ids[label]))
     out: dict = {}
-    with _tensorboard(logdir, os.path.join(workdir, "tensorboard.log")) as base:
+    with _tensorboard(logdir, os.path.join(workdir, "tensorboard.log")) as (base, _):
         for label in models:
             out[label] = {"convert_s": _convert(base, ids[label])}
             print(f"  converted {label} through the plugin in {out[label]['convert_s']:.1f} s", flush=True)
