@@ -38,6 +38,7 @@ import numpy as np
 
 from tb_unfreeze.analysis import GraphInput
 from tb_unfreeze.errors import UserError
+from tb_unfreeze.graph_index import tensor_name
 from tb_unfreeze.verify import FrozenRunner, ProbeError
 from tb_unfreeze.verify import run_frozen as _run_frozen_uncached
 
@@ -859,7 +860,7 @@ def make_probes(
 
     import tensorflow as tf  # noqa: PLC0415
 
-    fetches = [f if ":" in f else f"{f}:0" for f in fetches]
+    fetches = [tensor_name(f) for f in fetches]
     defaults = _implicit_defaults(graph_def, {i.name for i in inputs})
     # Feed exactly what run_frozen will: the probes and the graph's constant defaults (never the same name twice).
     feed_names = list(dict.fromkeys([*probes, *(i.name for i in todo), *defaults]))

@@ -294,7 +294,7 @@ class _Rewriter:
         kept = []
         for node in self.source.node:
             if node.name in self.replaced:
-                if self.replaced[node.name].split(":")[0] in renamed:
+                if split_input(self.replaced[node.name])[0] in renamed:
                     continue  # the float op now carries this name
                 copy = type(node)()
                 copy.name, copy.op = node.name, "Identity"

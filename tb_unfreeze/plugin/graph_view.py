@@ -45,11 +45,6 @@ def _node_shape(node) -> list[int] | None:
     return None
 
 
-def _input_name(name: str) -> tuple[str, bool]:
-    node, _, control = split_input(name)
-    return node, control
-
-
 # The nodes tb_unfreeze writes per variable besides its VarHandleOp (tb_unfreeze/variable_nodes.py): shown folded
 # into the variable's one node, the way a person thinks of a variable.
 _BUNDLE_PREFIXES = ("/Initializer/", "/IsInitialized/")
@@ -103,7 +98,7 @@ def compact(
             continue
         inputs, controls = [], []
         for raw in node.input:
-            name, control = _input_name(raw)
+            name, _, control = split_input(raw)
             name = owner.get(name, name)
             if name == node.name:
                 continue

@@ -16,17 +16,21 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
+import hashlib
+import io
 import logging
 import os
 import re
 import shutil
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 
 from tensorboard import errors
 
 from tb_unfreeze.contract import ConversionRequest, ConversionResult, Layout, read_result
 from tb_unfreeze.errors import BusyError, UserError
+from tb_unfreeze.output_dir import write_file_atomic
 from tb_unfreeze.plugin import metadata
 from tb_unfreeze.plugin.discovery import ModelFile
 from tb_unfreeze.plugin.history import History
@@ -94,10 +98,7 @@ class Outputs:
         """Check an uploaded .npz of probe inputs against the model's inputs and keep it under
         `<model>/probes/<id>.npz` (id: the first 16 hex digits of its SHA-256). 400 naming the array when it fits
         no input; nothing is written then."""
-        import io  # noqa: PLC0415
-        import zipfile  # noqa: PLC0415
-
-        import numpy as np  # noqa: PLC0415 (a TensorBoard dependency)
+        import numpy as np  # noqa: PLC0415 (a TensorBoard dependency; only this route needs it)
 
         not_npz = "the uploaded file is not an .npz of arrays ({}); save one with numpy.savez(path, input_name=array)."
         try:
@@ -139,13 +140,9 @@ class Outputs:
                     "(-1: any size)."
                 )
             described[name] = {"shape": list(value.shape), "dtype": value.dtype.name}
-        import hashlib  # noqa: PLC0415
-
         probe_id = hashlib.sha256(data).hexdigest()[:16]
         folder = os.path.join(self.model_dir(model_id), PROBES_SUBDIR)
         os.makedirs(folder, exist_ok=True)
-        from tb_unfreeze.output_dir import write_file_atomic  # noqa: PLC0415
-
         write_file_atomic(os.path.join(folder, f"{probe_id}.npz"), data)
         return {
             "probe": probe_id,
