@@ -196,7 +196,8 @@ def _cmd_convert(args) -> int:
     if v.performed:
         fd = v.details["gradients"].get("finite_difference") or {}
         fd_text = (
-            f"; finite-difference check {_FD_WORDS[v.finite_difference]} (relative error {fd['relative_error']:.2g})"
+            f"; finite-difference check {_FD_WORDS[v.finite_difference]}"
+            + (f" (relative error {fd['relative_error']:.2g})" if fd.get("relative_error") is not None else "")
             if fd
             else ""
         )

@@ -143,13 +143,13 @@ def test_finite_difference_fails_a_gradient_one_and_a_half_times_too_large(mlp):
     assert 1.3 < fd["analytic"] / fd["numeric"] < 1.7, fd
 
 
-def test_finite_difference_evaluates_one_step_when_none_is_resolvable(mlp):
+def test_finite_difference_evaluates_nothing_when_no_step_is_resolvable(mlp):
     probe = np.random.default_rng(2).standard_normal((4, 8)).astype(np.float32)
     loaded, fn, kwargs, trainable, grads, loss_now, scale = _tf2_parts(mlp, probe)
     # a loss scale so large that no step's change could be told from round-off
     fd = V._finite_difference(tf, fn, kwargs, loss_now, trainable, grads, scale * 1e12)
     assert fd["passed"] is None and fd["note"].startswith("vacuous"), fd
-    assert fd["tries"] == 1 and fd["step"] == max(V.FD_STEPS)
+    assert fd["tries"] == 0 and fd["estimates"] == [] and fd["relative_error"] is None, "round-off is not evaluated"
 
 
 def test_finite_difference_order_starts_at_the_smallest_step_clear_of_round_off_and_tries_each_once():
@@ -158,3 +158,55 @@ def test_finite_difference_order_starts_at_the_smallest_step_clear_of_round_off_
     assert order[0] == 1e-4 and sorted(order) == sorted(steps)
     assert order == [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-5, 1e-5]
     assert V._fd_order([3e-3, 1e-2], lambda eps: 20 * eps) == [1e-2, 3e-3], "no step clear: the largest first"
+
+
+def _grappler_off_now() -> bool:
+    return bool(tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False))
+
+
+def test_both_user_paths_are_checked_without_grappler_and_the_setting_is_put_back(mlp, tmp_path, monkeypatch):
+    seen = {}
+    tf1, tf2 = V.run_saved_model_tf1, V.run_saved_model_tf2
+
+    def spy_tf1(*a, **k):
+        seen.setdefault("tf1", []).append(k.get("lean"))
+        return tf1(*a, **k)
+
+    def spy_tf2(*a, **k):
+        seen.setdefault("tf2", []).append(_grappler_off_now())
+        return tf2(*a, **k)
+
+    monkeypatch.setattr(V, "run_saved_model_tf1", spy_tf1)
+    monkeypatch.setattr(V, "run_saved_model_tf2", spy_tf2)
+    before = _grappler_off_now()
+    ver = convert(mlp["path"], tmp_path / "out").verification.details
+    assert seen == {"tf1": [True], "tf2": [True]}, "one lean check per path, none repeated"
+    assert ver["tf1_session"]["grappler"] is False and ver["tf2"]["grappler"] is False
+    assert ver["status"] == "verified" and _grappler_off_now() == before
+
+
+def test_a_lean_check_that_is_not_clean_is_repeated_with_grapplers_defaults(mlp, tmp_path, monkeypatch):
+    """A graph that needs a Grappler rewrite to run (or to compute) is still checked: the lean TF1 check gives
+    wrong outputs and the lean TF2 check fails to run here; both are repeated with the defaults, which pass."""
+    tf1, tf2 = V.run_saved_model_tf1, V.run_saved_model_tf2
+    calls = []
+
+    def wrong_when_lean(*a, **k):
+        calls.append(("tf1", k.get("lean")))
+        report = tf1(*a, **k)
+        if k.get("lean"):
+            report["outputs"] = {t: v + 1.0 for t, v in report["outputs"].items()}
+        return report
+
+    def fails_when_lean(*a, **k):
+        calls.append(("tf2", _grappler_off_now()))
+        if _grappler_off_now():
+            raise tf.errors.InternalError(None, None, "needs a rewrite")
+        return tf2(*a, **k)
+
+    monkeypatch.setattr(V, "run_saved_model_tf1", wrong_when_lean)
+    monkeypatch.setattr(V, "run_saved_model_tf2", fails_when_lean)
+    ver = convert(mlp["path"], tmp_path / "out").verification.details
+    assert calls == [("tf1", True), ("tf1", False), ("tf2", True), ("tf2", False)]
+    assert ver["tf1_session"]["grappler"] is True and ver["tf2"]["grappler"] is True
+    assert ver["status"] == "verified", ver["problems"]
