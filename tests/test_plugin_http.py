@@ -6,6 +6,7 @@ Every request goes through `TensorBoardWSGI` as a browser's would; the Graphs pl
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -24,7 +25,7 @@ from werkzeug import test as werkzeug_test
 from werkzeug import wrappers
 
 import tb_unfreeze
-from tb_unfreeze.plugin import security
+from tb_unfreeze.plugin import graph_view, security
 from tb_unfreeze.plugin.plugin import UnfreezePlugin
 
 BASE = "/data/plugin/unfreeze"
@@ -183,6 +184,38 @@ def test_frozen_graph_view_before_conversion(client):
     assert nodes["W"]["op"] == "Const" and nodes["W"]["dtype"] == "float32"
     assert "W" in nodes["W/read"]["inputs"]
     assert r.json["converted"] == [] and r.json["run"] == f"unfreeze/{REGRESSION}/frozen"
+
+
+def test_graph_response_is_built_once_and_revalidated_by_its_etag(client, monkeypatch):
+    built = []
+    compact = graph_view.compact
+    monkeypatch.setattr(graph_view, "compact", lambda *a, **k: built.append(1) or compact(*a, **k))
+    url = f"{BASE}/graph?model={REGRESSION}&which=frozen"
+    first = client.get(url)
+    assert first.status_code == 200 and first.headers["ETag"].startswith('"')
+    zipped = client.get(url, headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers["Content-Encoding"] == "gzip" and zipped.headers["ETag"] == first.headers["ETag"]
+    assert json.loads(gzip.decompress(zipped.data)) == first.json
+    again = client.get(url, headers={"If-None-Match": first.headers["ETag"]})
+    assert again.status_code == 304 and again.data == b""
+    assert client.get(url, headers={"If-None-Match": '"stale"'}).status_code == 200
+    assert built == [1], "built and encoded once, then served from the cache"
+
+
+def test_a_finished_conversion_has_both_graph_panes_ready_before_they_are_asked(client, plugin, monkeypatch):
+    built = []
+    compact = graph_view.compact
+    monkeypatch.setattr(graph_view, "compact", lambda *a, **k: built.append(1) or compact(*a, **k))
+    job = convert(client, {"model": REGRESSION}).json["job"]
+    assert wait_done(plugin, job["id"])["state"] == "done"
+    deadline = time.time() + 60
+    while len(built) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    assert len(built) == 2, "both panes built in the background after the conversion"
+    unfrozen = client.get(f"{BASE}/graph?model={REGRESSION}&which=unfrozen")
+    frozen = client.get(f"{BASE}/graph?model={REGRESSION}&which=frozen")
+    assert unfrozen.status_code == frozen.status_code == 200 and unfrozen.json["converted"] == ["W", "b"]
+    assert len(built) == 2, "opening the result built nothing more"
 
 
 def test_weights_of_a_frozen_constant(client, plugin):

@@ -53,7 +53,8 @@ export class App {
   private shownJob: string | null = null;
   private historyEntries: HistoryEntry[] = [];
   private historyModel: string | null = null;
-  private frozenRequest: { id: string; graph: Promise<GraphData> } | null = null;
+  /** The graph view's requests, started with the candidates' when a model is selected (loadConversion takes them). */
+  private prefetched: Prefetch | null = null;
   private kept: Record<string, "current" | "archived"> = {};
 
   private modelList = h("ul.model-list");
@@ -106,6 +107,9 @@ export class App {
   }
 
   async start(): Promise<void> {
+    // A link that names a model (#unfreeze&unfreeze_model=…) starts its graphs and manifest before the model list
+    // answers (if it turns out not to be converted, the two extra requests answer 404 at once).
+    if (this.selected) this.prefetched = prefetch(this.selected, true);
     await this.refreshModels();
     setInterval(() => void this.refreshModels(), MODELS_POLL_MS);
     if (this.selected && this.models.some((m) => m.id === this.selected)) await this.select(this.selected);
@@ -209,13 +213,13 @@ export class App {
     replace(this.history, h("div.muted", null, "Loading…"));
     replace(this.convertMsg);
     if (model.status === "invalid") {
+      this.prefetched = null;
       this.showSections(false);
       return;
     }
     this.showSections(true);
-    // The frozen graph is fetched while the candidates are: loadConversion picks the request up.
-    this.frozenRequest = { id, graph: api.graph(id, "frozen") };
-    this.frozenRequest.graph.catch(() => undefined);
+    // The graphs (and the manifest) are fetched while the candidates are: loadConversion picks the requests up.
+    if (this.prefetched?.id !== id) this.prefetched = prefetch(id, isConverted(model));
     try {
       const ins = await api.candidates(id);
       if (token !== this.loadToken) return;
@@ -280,13 +284,13 @@ export class App {
   private async loadConversion(token: number): Promise<void> {
     const model = this.models.find((m) => m.id === this.selected);
     let frozen = null;
-    // The three requests at once (one after another they add up: ~2 s per graph on a 20k-node model).
-    const converted = model?.status === "converted" || !!model?.latest?.ok;
-    const pending = this.frozenRequest?.id === this.selected ? this.frozenRequest.graph : null;
-    this.frozenRequest = null;
-    const frozenP = pending ?? api.graph(this.selected!, "frozen");
-    const manifestP = converted ? api.manifest(this.selected!).catch(() => null) : Promise.resolve(null);
-    const unfrozenP = converted ? api.graph(this.selected!, "unfrozen").catch(() => null) : Promise.resolve(null);
+    // The three requests at once (one after another they add up: ~2 s per graph on a 20k-node model), started
+    // by select() when it is the one asking.
+    const converted = isConverted(model);
+    const pending = this.prefetched;
+    this.prefetched = null;
+    const { frozen: frozenP, manifest: manifestP, unfrozen: unfrozenP } =
+      pending && pending.id === this.selected && (pending.converted || !converted) ? pending : prefetch(this.selected!, converted);
     try {
       frozen = await frozenP;
     } catch (e) {
@@ -508,4 +512,29 @@ export class App {
       replace(this.convertMsg, msg);
     }
   }
+}
+
+interface Prefetch {
+  id: string;
+  converted: boolean;
+  frozen: Promise<GraphData>;
+  manifest: Promise<Manifest | null>;
+  unfrozen: Promise<GraphData | null>;
+}
+
+function isConverted(model: ModelInfo | undefined): boolean {
+  return model?.status === "converted" || !!model?.latest?.ok;
+}
+
+/** The frozen graph, and for a converted model its manifest and unfrozen graph, requested at once. */
+function prefetch(id: string, converted: boolean): Prefetch {
+  const frozen = api.graph(id, "frozen");
+  frozen.catch(() => undefined); // awaited (and reported) by loadConversion
+  return {
+    id,
+    converted,
+    frozen,
+    manifest: converted ? api.manifest(id).catch(() => null) : Promise.resolve(null),
+    unfrozen: converted ? api.graph(id, "unfrozen").catch(() => null) : Promise.resolve(null),
+  };
 }
