@@ -371,6 +371,9 @@ _IN_VIEW_JS = """(el) => {
 }"""
 
 
+VIEW = "window.__unfreezeGraphView"
+
+
 def _label_px(frame, side: str, selector: str = ".node.converted text.label") -> list[float]:
     """Rendered size (px) of the labels in view matching `selector` on one side: font size times the zoom on screen
     (a label not displayed or hidden counts as 0 px)."""
@@ -509,4 +512,52 @@ def test_real_models_side_by_side_counts_weights_and_an_unverified_result(tensor
     expect(frame.locator('.gv-svg[data-side="frozen"] .node').first).to_be_attached()
     sizes = _label_px(frame, "frozen", ".node text.label")
     assert sizes and min(sizes) >= READABLE_PX, sizes[:5]
+
+    # While the view moves, the SVG layer is hidden: the selected node's edges are painted on the canvas instead.
+    selected = _in_view(frame, "frozen", ".node")
+    frame.locator(f'.gv-svg[data-side="frozen"] .node[data-id="{selected}"]').click()
+    assert frame.locator("body").evaluate(f"() => {VIEW}.selectedEdges.frozen.length") > 0
+    # (Highlight-blue pixels away from the selected box itself, whose outline is that blue too.)
+    blue = frame.locator('.gv-pane[data-side="frozen"] .gv-pane-body').evaluate(
+        """async (body, id) => {
+            const r = body.getBoundingClientRect();
+            body.dispatchEvent(new WheelEvent('wheel', {deltaY: -20, clientX: r.left + r.width / 2,
+                clientY: r.top + r.height / 2, bubbles: true, cancelable: true}));
+            await new Promise((ok) => requestAnimationFrame(() => requestAnimationFrame(ok)));
+            const svgHidden = getComputedStyle(body.querySelector('.gv-svg')).visibility === 'hidden';
+            const v = window.__unfreezeGraphView, b = v.layout.boxes.get(id), t = v.t;
+            const dpr = window.devicePixelRatio || 1, m = 8;
+            const x0 = (b.x * t.k + t.x - m) * dpr, x1 = ((b.x + b.w) * t.k + t.x + m) * dpr;
+            const y0 = (b.y * t.k + t.y - m) * dpr, y1 = ((b.y + b.h) * t.k + t.y + m) * dpr;
+            const c = body.querySelector('.gv-canvas');
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let n = 0;
+            for (let i = 0; i < d.length; i += 4) {
+                const px = (i / 4) % c.width, py = Math.floor(i / 4 / c.width);
+                if (px >= x0 && px <= x1 && py >= y0 && py <= y1) continue;
+                if (d[i] === 0x15 && d[i + 1] === 0x65 && d[i + 2] === 0xc0) n++;
+            }
+            return {svgHidden, n};
+        }""",
+        selected,
+    )
+    assert blue["svgHidden"] and blue["n"] > 20, blue
+
+    # Far out, the open scopes keep readable titles (painted on the canvas); a click on one closes that scope.
+    frame.locator("body").evaluate(f"() => {VIEW}.expandAll()")
+    expect(frame.locator(".gv-status")).to_contain_text("3,185 boxes", timeout=60_000)
+    for _ in range(5):
+        frame.get_by_role("button", name="−", exact=True).click()
+    expect(frame.locator('.gv-svg[data-side="frozen"] .node')).to_have_count(0)
+    titles = frame.locator("body").evaluate(f"() => {VIEW}.panes.frozen.farTitles")
+    assert titles, "no scope title painted far out"
+    title = titles[0]
+    assert frame.locator("body").evaluate(f"() => {VIEW}.expanded.has({json.dumps(title['path'])})")
+    body = frame.locator('.gv-pane[data-side="frozen"] .gv-pane-body').bounding_box()
+    page.mouse.click(body["x"] + title["x"] + min(title["w"], 40) / 2, body["y"] + title["y"] + title["h"] / 2)
+    page.wait_for_function(
+        "([sel, path]) => !document.querySelector(sel).contentWindow.__unfreezeGraphView.expanded.has(path)",
+        arg=['iframe[src*="plugin_entry.html?name=unfreeze"]', title["path"]],
+        timeout=30_000,
+    )
     assert not errors, errors

@@ -63,6 +63,8 @@ interface PaneEls {
   nodeEls: Map<string, SVGGElement>; clusterEls: Map<string, SVGGElement>;
   /** The world rectangle the SVG layer holds (null: nothing; far: the canvas paints the boxes). */
   held: Rect | null; far: boolean;
+  /** Far out: the scope titles painted on the canvas, in pane pixels (a click on one closes its scope). */
+  farTitles: Array<{ path: string; x: number; y: number; w: number; h: number }>;
   w: number; h: number;
 }
 
@@ -88,6 +90,8 @@ export class SideBySide {
   ready: Promise<void> = Promise.resolve();
   private t: Transform = { x: 0, y: 0, k: 1 };
   private selected: string | null = null;
+  /** Per side, the selected node's edges (points in layout space): painted on the canvas while the view moves. */
+  private selectedEdges: Record<Side, Array<Array<{ x: number; y: number }>>> = { frozen: [], unfrozen: [] };
   private panes = {} as Record<Side, PaneEls>;
   private scenes: Record<Side, Scene | null> = { frozen: null, unfrozen: null };
   private miniScale = 1;
@@ -174,7 +178,7 @@ export class SideBySide {
     );
     this.panes[side] = {
       svg, vp, clusterLayer, nodeLayer, sel, canvas, body, stats, link, mini,
-      nodeEls: new Map(), clusterEls: new Map(), held: null, far: false, w: 0, h: 0,
+      nodeEls: new Map(), clusterEls: new Map(), held: null, far: false, farTitles: [], w: 0, h: 0,
     };
     if (typeof ResizeObserver !== "undefined") {
       // A resize is not motion: the next frame draws the view at rest (unless a motion is under way; it ends at rest).
@@ -483,6 +487,7 @@ export class SideBySide {
     c.strokeStyle = color("--edge", "#bdbdbd");
     c.lineWidth = 1;
     c.stroke();
+    if (moving) this.paintSelectedEdges(c, side, X, Y);
 
     if (moving && !far) {
       // While the view moves, the boxes and labels are painted here too and the SVG layer is hidden and left alone:
@@ -493,7 +498,7 @@ export class SideBySide {
     }
     if (far) {
       if (moving) {
-        this.paintFar(c, scene, view, X, Y, k, color);
+        this.paintFar(c, side, scene, view, X, Y, k, color);
         return;
       }
       // Far out: the boxes on the canvas, one fill per kind, no labels; the SVG layer is empty.
@@ -505,10 +510,11 @@ export class SideBySide {
         pane.held = null;
         pane.far = true;
       }
-      this.paintFar(c, scene, view, X, Y, k, color);
+      this.paintFar(c, side, scene, view, X, Y, k, color);
       return;
     }
     pane.far = false;
+    pane.farTitles = [];
     const held = pane.held;
     if (held && held.x0 <= view.x0 && held.y0 <= view.y0 && held.x1 >= view.x1 && held.y1 >= view.y1) return;
     // Out of what the SVG layer holds: hold the view and a margin around it; add what came in, drop what went out.
@@ -546,8 +552,28 @@ export class SideBySide {
     pane.held = hold;
   }
 
+  /** The selected node's edges, as the SVG layer highlights them at rest (it is hidden while the view moves). */
+  private paintSelectedEdges(c: CanvasRenderingContext2D, side: Side, X: (x: number) => number, Y: (y: number) => number): void {
+    const edges = this.selectedEdges[side];
+    if (!this.selected || !edges.length) return;
+    c.beginPath();
+    for (const pts of edges) {
+      if (pts.length < 2) continue;
+      c.moveTo(X(pts[0].x), Y(pts[0].y));
+      if (pts.length === 2) {
+        const my = Y((pts[0].y + pts[1].y) / 2);
+        c.bezierCurveTo(X(pts[0].x), my, X(pts[1].x), my, X(pts[1].x), Y(pts[1].y));
+      } else {
+        for (let i = 1; i < pts.length; i++) c.lineTo(X(pts[i].x), Y(pts[i].y));
+      }
+    }
+    c.strokeStyle = "#1565c0";
+    c.lineWidth = 2;
+    c.stroke();
+  }
+
   /** Far out: every box in view as a flat rectangle, one fill per kind, no labels. */
-  private paintFar(c: CanvasRenderingContext2D, scene: Scene, view: Rect, X: (x: number) => number, Y: (y: number) => number,
+  private paintFar(c: CanvasRenderingContext2D, side: Side, scene: Scene, view: Rect, X: (x: number) => number, Y: (y: number) => number,
     k: number, color: (name: string, dflt: string) => string): void {
     const hit = (b: Box) => b.x <= view.x1 && b.x + b.w >= view.x0 && b.y <= view.y1 && b.y + b.h >= view.y0;
     const kinds: Record<string, Path2D> = {};
@@ -574,6 +600,44 @@ export class SideBySide {
       c.lineWidth = 2;
       c.strokeRect(X(sel.x) - 2, Y(sel.y) - 2, Math.max(1, sel.w * k) + 4, Math.max(1, sel.h * k) + 4);
     }
+    this.paintFarTitles(c, side, scene, view, X, Y, k, color);
+  }
+
+  /**
+   * Far out, the open scopes keep their names: a title at a readable size (11 px, whatever the zoom) on each scope
+   * wide enough to hold one, outer scopes first, none over another. A click on one closes that scope, as the title
+   * row does near in (the SVG layer, which holds those, is empty far out).
+   */
+  private paintFarTitles(c: CanvasRenderingContext2D, side: Side, scene: Scene, view: Rect, X: (x: number) => number,
+    Y: (y: number) => number, k: number, color: (name: string, dflt: string) => string): void {
+    const placed: Array<{ path: string; x: number; y: number; w: number; h: number }> = [];
+    c.font = "11px Roboto, sans-serif";
+    c.textBaseline = "middle";
+    const band = 16;
+    for (const cl of scene.clusters) {
+      const b = cl.b;
+      if (b.x > view.x1 || b.x + b.w < view.x0 || b.y > view.y1 || b.y + b.h < view.y0) continue;
+      const sw = b.w * k;
+      if (sw < 48 || b.h * k < band) continue;
+      const text = "▾ " + tail(cl.path, parentOf(cl.path)) + (cl.conv ? `  (${convertedText(side, cl.conv)})` : "");
+      const x = Math.max(X(b.x), 0), y = Math.max(Y(b.y), 0);
+      const w = Math.min(c.measureText(text).width + 8, sw - (x - X(b.x)));
+      if (w < 24) continue;
+      if (placed.some((p) => x < p.x + p.w && p.x < x + w && y < p.y + p.h && p.y < y + band)) continue;
+      placed.push({ path: cl.path, x, y, w, h: band });
+      c.fillStyle = color("--cluster", "#fafafa");
+      c.globalAlpha = 0.9;
+      c.fillRect(x, y, w, band);
+      c.globalAlpha = 1;
+      c.fillStyle = cl.conv ? "#e65100" : color("--ink-3", "#616161");
+      c.save();
+      c.beginPath();
+      c.rect(x, y, w, band);
+      c.clip();
+      c.fillText(text, x + 4, y + band / 2);
+      c.restore();
+    }
+    this.panes[side].farTitles = placed;
   }
 
   /** Near: every box in view with its label, as the SVG layer draws it (painted while the view moves). */
@@ -931,7 +995,22 @@ export class SideBySide {
       this.collapse(title.getAttribute("data-scope")!);
       return;
     }
+    const far = this.farTitleAt(e);
+    if (far) {
+      this.collapse(far);
+      return;
+    }
     this.select(this.unitAt(e));
+  }
+
+  /** The scope whose title, painted on the canvas far out, is under the pointer. */
+  private farTitleAt(e: MouseEvent): string | null {
+    const side = ((e.currentTarget as Element | null)?.closest?.(".gv-pane") as HTMLElement | null)?.dataset.side as Side | undefined;
+    if (!side || !this.panes[side].far) return null;
+    const r = this.panes[side].body.getBoundingClientRect();
+    const x = e.clientX - r.left, y = e.clientY - r.top;
+    const hit = this.panes[side].farTitles.find((t) => x >= t.x && x <= t.x + t.w && y >= t.y && y <= t.y + t.h);
+    return hit ? hit.path : null;
   }
 
   private onDblClick(e: MouseEvent): void {
@@ -950,11 +1029,15 @@ export class SideBySide {
       const { nodeLayer, nodeEls, sel } = this.panes[side];
       nodeLayer.querySelectorAll(".selected").forEach((n) => n.classList.remove("selected"));
       let d = "";
+      this.selectedEdges[side] = [];
       if (this.selected) {
         nodeEls.get(this.selected)?.classList.add("selected");
         for (const key of this.view.sideEdges[side]) {
           const [a, b] = this.view.edges.get(key)!;
-          if (a === this.selected || b === this.selected) d += polyline(this.layout.edges.get(key)!);
+          if (a !== this.selected && b !== this.selected) continue;
+          const pts = this.layout.edges.get(key)!;
+          d += polyline(pts);
+          this.selectedEdges[side].push(pts);
         }
       }
       sel.setAttribute("d", d);
