@@ -341,8 +341,9 @@ def _frames(ts: list[float]) -> dict:
     }
 
 
-def _open(browser, url: str):
-    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+def _open(browser, url: str, context=None):
+    """Navigate a new page (in a new browser context, i.e. an empty cache, unless `context` is given) and time it."""
+    page = (context or browser).new_page(**({} if context else {"viewport": {"width": 1280, "height": 1000}}))
     t0 = time.perf_counter()
     page.goto(url)
     handle = page.wait_for_selector('iframe[src*="plugin_entry.html?name=unfreeze"]', state="attached", timeout=60_000)
@@ -421,6 +422,18 @@ def measure_views(models: dict[str, str], workdir: str, loads: int = 5, frames: 
                         )
                         if i < loads - 1:
                             page.close()
+                    # A returning user: the browser's cache holds TensorBoard's and the tab's scripts (TensorBoard
+                    # sends its hashed bundles with a long expiry) and revalidates the graph responses (ETag).
+                    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+                    r["drawn_warm"], r["shell_warm"] = [], []
+                    for i in range(loads + 1):
+                        wpage, _, wdrawn, wshell, _, _ = _open(browser, url, context)
+                        if i:  # the first load fills the cache
+                            r["drawn_warm"].append(wdrawn)
+                            r["shell_warm"].append(wshell)
+                            print(f"  {label} warm load {i}: drawn {wdrawn:.2f} s (shell {wshell:.2f} s)", flush=True)
+                        wpage.close()
+                    context.close()
                     # Pan/zoom on the view as it opened (last page), once the rest of the tab is drawn too (the
                     # candidate table of a 20k-node graph arrives after the graphs and takes the page's thread a while).
                     t0 = time.perf_counter()
@@ -478,7 +491,9 @@ def render_views(res: dict, meta: dict) -> str:
         "layers in 3 levels of scopes, made at bench time, not kept), each converted through the plugin first "
         "(not timed).",
         f"- *drawn*: navigation to `#unfreeze&unfreeze_model=…` → converted nodes drawn in the unfrozen pane "
-        f"and two more animation frames, median of {meta['loads']} page loads; *shell*: TensorBoard's own page "
+        f"and two more animation frames, median of {meta['loads']} page loads, each in a new browser context "
+        "(empty cache: a first visit); *warm*: the same in one context after a first load filled its cache (a "
+        f"returning user), median of {meta['loads']}; *shell*: TensorBoard's own page "
         "until the plugin's iframe has loaded (part of *drawn*); *data*: when the tab's last API response "
         "(model list, candidates, manifest, both graphs) had arrived (also from navigation; *drawn* − *data* is "
         "the tab's own parsing, layout and drawing). *layout*: what the view reports for its layout "
@@ -486,16 +501,18 @@ def render_views(res: dict, meta: dict) -> str:
         f"{meta['frames']}-frame pan/zoom (zoom out, drag, zoom in, drag, one wheel or pointer event per frame "
         "through the view's own handlers), on the view as it opens and after *Expand all*.",
         "",
-        "| model | drawn (median) | shell | data | layout as opened | frames as opened: median / p90 "
+        "| model | drawn (median) | shell | data | drawn, warm cache (shell) | layout as opened "
+        "| frames as opened: median / p90 "
         "| expand all: boxes, layout, time | frames expanded: median / p90 / > 33 ms "
         "| same, candidate table hidden |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for label, r in res.items():
         pd, pe, ex = r["panzoom_default"], r["panzoom_expanded"], r.get("expanded") or {}
         pn = r.get("panzoom_no_table") or {"median": float("nan"), "p90": float("nan")}
         lines.append(
             f"| {label} | {_med(r['drawn']):.2f} s | {_med(r['shell']):.2f} s | {_med(r.get('data', [])):.2f} s "
+            f"| {_med(r.get('drawn_warm', [])):.2f} s ({_med(r.get('shell_warm', [])):.2f} s) "
             f"| {_med(r['layout_ms']):.0f} ms "
             f"({r.get('boxes', '?')} boxes) | {pd['median']:.1f} / {pd['p90']:.1f} ms | "
             f"{ex.get('boxes', '?')} boxes, {ex.get('layoutMs', float('nan')):.0f} ms, {r['expand_all_s']:.1f} s | "
@@ -506,16 +523,17 @@ def render_views(res: dict, meta: dict) -> str:
     rn = res.get("ResNet50")
     lines += ["", "Targets of issue 10:", ""]
     if rn:
-        d = _med(rn["drawn"])
+        d, w = _med(rn["drawn"]), _med(rn.get("drawn_warm", []))
         lines.append(
             f"- ResNet50 drawn {d:.2f} s ≤ 1.5 s: {'met' if d <= 1.5 else '**missed**'} "
-            f"(TensorBoard's shell {_med(rn['shell']):.2f} s of it)."
+            f"(TensorBoard's shell {_med(rn['shell']):.2f} s of it); with a warm cache {w:.2f} s: "
+            f"{'met' if w <= 1.5 else '**missed**'} (shell {_med(rn.get('shell_warm', [])):.2f} s)."
         )
     if big:
-        d = _med(big["drawn"])
+        d, w = _med(big["drawn"]), _med(big.get("drawn_warm", []))
         lines.append(
             f"- 20k-node graph drawn {d:.2f} s ≤ 3 s: {'met' if d <= 3 else '**missed**'} "
-            f"(shell {_med(big['shell']):.2f} s)."
+            f"(shell {_med(big['shell']):.2f} s); with a warm cache {w:.2f} s: {'met' if w <= 3 else '**missed**'}."
         )
         m = big["panzoom_expanded"]["median"]
         lines.append(

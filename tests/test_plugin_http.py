@@ -674,6 +674,12 @@ def test_frontend_files_are_served_with_their_types(logdir, tmp_path):
     assert r.status_code == 200 and r.mimetype == "text/javascript" and b"render" in r.data
     r = c.get(f"{BASE}/static/assets/app.css")
     assert r.status_code == 200 and r.mimetype == "text/css"
+    # A browser that has the file revalidates it by its ETag; a changed file is sent again.
+    etag = c.get(f"{BASE}/index.js").headers["ETag"]
+    assert c.get(f"{BASE}/index.js", headers={"If-None-Match": etag}).status_code == 304
+    (static / "index.js").write_text("export function render() { return 1; }\n")
+    r = c.get(f"{BASE}/index.js", headers={"If-None-Match": etag})
+    assert r.status_code == 200 and b"return 1" in r.data and r.headers["ETag"] != etag
     assert p.frontend_metadata().es_module_path == "/index.js" and p.frontend_metadata().tab_name == "Unfreeze"
     listing = c.get("/data/plugins_listing").json["unfreeze"]
     assert listing["enabled"] is True and listing["tab_name"] == "Unfreeze"

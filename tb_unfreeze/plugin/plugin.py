@@ -506,15 +506,25 @@ class UnfreezePlugin(base_plugin.TBPlugin):
 
     # -- routes -----------------------------------------------------------------------------------------------
 
+    def _static_response(self, request: wrappers.Request, relpath: str) -> wrappers.Response:
+        """A frontend file with an ETag (its content's hash): a browser that has it revalidates and gets a 304."""
+        content, content_type = self.static_impl(relpath)
+        etag = '"' + hashlib.sha256(content).hexdigest()[:32] + '"'
+        if etag in request.headers.get("If-None-Match", ""):
+            return wrappers.Response(
+                status=304, headers=[("ETag", etag), ("Cache-Control", "no-cache, must-revalidate")]
+            )
+        return http_util.Respond(request, content, content_type, headers=[("ETag", etag)])
+
     @_route("GET")
     def index_js_route(self, request: wrappers.Request) -> wrappers.Response:
-        return http_util.Respond(request, *self.static_impl("index.js"))
+        return self._static_response(request, "index.js")
 
     @_route("GET")
     def static_route(self, request: wrappers.Request) -> wrappers.Response:
         marker = f"/{metadata.PLUGIN_NAME}/static/"
         relpath = request.path.split(marker, 1)[1] if marker in request.path else ""
-        return http_util.Respond(request, *self.static_impl(relpath))
+        return self._static_response(request, relpath)
 
     @_route("GET")
     def models_route(self, request: wrappers.Request) -> wrappers.Response:
