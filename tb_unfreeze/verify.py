@@ -300,10 +300,14 @@ FD_FIRST_MARGIN = 1000
 
 def _fd_order(steps: list[float], margin) -> list[float]:
     """The resolvable steps in the order tried: the smallest with a round-off margin of FD_FIRST_MARGIN, then the
-    larger ones upwards, then the smaller ones downwards (each next guess is the nearest untried step)."""
+    smaller ones downwards, then the larger ones upwards. When the first step misses, it is curvature or a kink
+    (ReLU) that a smaller step reduces, not round-off (that margin bounds it): VGG16's estimates reached the
+    gradient only at 3e-5, after three larger steps in the previous order (6 tries, 12 forward passes; 4 now)."""
     steps = sorted(steps)
+    if not steps:
+        return []
     first = next((i for i, eps in enumerate(steps) if margin(eps) >= FD_FIRST_MARGIN), len(steps) - 1)
-    return steps[first:] + steps[:first][::-1]
+    return [steps[first]] + steps[:first][::-1] + steps[first + 1 :]
 
 
 def _finite_difference(tf, fn, kwargs, loss_now, variables, grads: list, loss_scale: float) -> dict:
@@ -328,20 +332,24 @@ def _finite_difference(tf, fn, kwargs, loss_now, variables, grads: list, loss_sc
     compiled call (no float32 temporaries of the largest variable outside the graph's own buffer reuse)."""
     pairs = [(v, g) for v, g in zip(variables, grads) if g is not None and v.dtype.is_floating]
     grads.clear()  # the caller's list: its gradients live on in `pairs` only until the directions are made
-    originals = [tf.identity(v.read_value()) for v, _ in pairs]
     # A variable that is exactly zero (a fresh bias or beta) is not moved: shifting it shifts every unit it feeds
     # off exact zeros, the kinks of ReLU, where the gradient takes one side and a central difference the average.
-    moved, analytic, zero = [], 0.0, 0
-    for i, (x, (v, g)) in enumerate(zip(originals, pairs)):
-        norm_w, norm_g = float(tf.norm(x)), float(tf.norm(g))
+    # The directions are made (and each gradient released) before the unmoved values are copied, so that the
+    # gradients and the copies are never held together.
+    directions, analytic, zero = [], 0.0, 0
+    for i, (v, g) in enumerate(pairs):
+        norm_w, norm_g = float(tf.norm(v)), float(tf.norm(g))
         pairs[i] = (v, None)
         if norm_g > 0 and norm_w > 0:
             d = tf.cast(g * tf.cast(norm_w / norm_g, g.dtype), tf.bfloat16)
             analytic += float(tf.reduce_sum(g * tf.cast(d, g.dtype)))
-            moved.append((v, x, d))
+            directions.append((v, d))
         else:
             zero += 1
         del g
+    originals = [tf.identity(v.read_value()) for v, _ in pairs]
+    unmoved = {id(v): x for (v, _), x in zip(pairs, originals)}
+    moved = [(v, unmoved[id(v)], d) for v, d in directions]
     noise = 8 * 2.0**-24 * loss_scale
 
     @tf.function(autograph=False)

@@ -152,11 +152,11 @@ def test_finite_difference_evaluates_nothing_when_no_step_is_resolvable(mlp):
     assert fd["tries"] == 0 and fd["estimates"] == [] and fd["relative_error"] is None, "round-off is not evaluated"
 
 
-def test_finite_difference_order_starts_at_the_smallest_step_clear_of_round_off_and_tries_each_once():
+def test_finite_difference_order_starts_clear_of_round_off_then_goes_smaller_then_larger_each_once():
     steps = list(V.FD_STEPS)
     order = V._fd_order(steps, lambda eps: eps * 1e7)  # margin 1000 reached at 1e-4
     assert order[0] == 1e-4 and sorted(order) == sorted(steps)
-    assert order == [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-5, 1e-5]
+    assert order == [1e-4, 3e-5, 1e-5, 3e-4, 1e-3, 3e-3, 1e-2], "then smaller (curvature, kinks), then larger"
     assert V._fd_order([3e-3, 1e-2], lambda eps: 20 * eps) == [1e-2, 3e-3], "no step clear: the largest first"
 
 
