@@ -298,6 +298,9 @@ FD_STEPS = (1e-3, 3e-4, 1e-4, 3e-5, 3e-3, 1e-5, 1e-2)
 FD_FIRST_MARGIN = 1000
 
 
+MOVE_COMPILED_BYTES = 16 << 20
+
+
 def _fd_order(steps: list[float], margin) -> list[float]:
     """The resolvable steps in the order tried: the smallest with a round-off margin of FD_FIRST_MARGIN, then the
     smaller ones downwards, then the larger ones upwards. When the first step misses, it is curvature or a kink
@@ -352,9 +355,21 @@ def _finite_difference(tf, fn, kwargs, loss_now, variables, grads: list, loss_sc
     moved = [(v, unmoved[id(v)], d) for v, d in directions]
     noise = 8 * 2.0**-24 * loss_scale
 
+    # Variables of MOVE_COMPILED_BYTES or more move in one compiled call (for VGG16's 411 MB kernel it is faster
+    # and holds fewer float32 temporaries than eager ops); the others eagerly, one after the other (compiling the
+    # moves of ResNet50's 214 small variables cost more to trace, ~0.6 s, than the moves themselves).
+    big = [m for m in moved if m[1].shape.num_elements() * m[1].dtype.size >= MOVE_COMPILED_BYTES]
+    small = [m for m in moved if m[1].shape.num_elements() * m[1].dtype.size < MOVE_COMPILED_BYTES]
+
     @tf.function(autograph=False)
+    def move_big(step):
+        for v, x, d in big:
+            v.assign(x + tf.cast(step, x.dtype) * tf.cast(d, x.dtype))
+
     def move(step):
-        for v, x, d in moved:
+        if big:
+            move_big(step)
+        for v, x, d in small:
             v.assign(x + tf.cast(step, x.dtype) * tf.cast(d, x.dtype))
 
     def shifted_loss(step):

@@ -125,7 +125,9 @@ def _tf2_parts(mlp, probe: np.ndarray, scale: float = 1.0):
     return loaded, fn, kwargs, trainable, grads, loss_now, float(loss_now(result, absolute=True))
 
 
-def test_finite_difference_passes_a_right_gradient_and_restores_the_variables(mlp):
+@pytest.mark.parametrize("compiled_from", [0, 1 << 40], ids=["compiled_moves", "eager_moves"])
+def test_finite_difference_passes_a_right_gradient_and_restores_the_variables(mlp, monkeypatch, compiled_from):
+    monkeypatch.setattr(V, "MOVE_COMPILED_BYTES", compiled_from)  # every variable moved by one path, then the other
     probe = np.random.default_rng(2).standard_normal((4, 8)).astype(np.float32)
     loaded, fn, kwargs, trainable, grads, loss_now, scale = _tf2_parts(mlp, probe)
     before = [v.numpy().copy() for v in trainable]
