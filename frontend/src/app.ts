@@ -55,6 +55,8 @@ export class App {
   private historyModel: string | null = null;
   /** The graph view's requests, started with the candidates' when a model is selected (loadConversion takes them). */
   private prefetched: Prefetch | null = null;
+  /** Settles when the selected model's candidates have arrived (or failed to). */
+  private inspectionReady: Promise<void> = Promise.resolve();
   private kept: Record<string, "current" | "archived"> = {};
 
   private modelList = h("ul.model-list");
@@ -110,7 +112,7 @@ export class App {
     // A link that names a model (#unfreeze&unfreeze_model=…) starts its graphs and manifest before the model list
     // answers (if it turns out not to be converted, the two extra requests answer 404 at once).
     if (this.selected) this.prefetched = prefetch(this.selected, true);
-    await this.refreshModels();
+    await this.refreshModels(true);
     setInterval(() => void this.refreshModels(), MODELS_POLL_MS);
     if (this.selected && this.models.some((m) => m.id === this.selected)) await this.select(this.selected);
     else if (this.models.length) await this.select(this.models[0].id);
@@ -119,7 +121,8 @@ export class App {
 
   // ---- model list ----
 
-  private async refreshModels(): Promise<void> {
+  /** `starting`: the first listing, before any model is shown (select() loads it; nothing to refresh yet). */
+  private async refreshModels(starting = false): Promise<void> {
     try {
       this.models = await api.models();
       this.modelsNote.textContent = "";
@@ -134,7 +137,7 @@ export class App {
     }
     const cur = this.models.find((m) => m.id === this.selected);
     const busy = this.job && (this.job.state === "queued" || this.job.state === "running");
-    if (cur && cur.status !== "invalid" && !busy && latestKey(cur) !== this.shownLatest) {
+    if (!starting && cur && cur.status !== "invalid" && !busy && latestKey(cur) !== this.shownLatest) {
       // Someone converted this model (another browser on the same logdir): show their result.
       const token = this.loadToken;
       if (cur.job && !this.job) await this.resumeJob(token);
@@ -220,21 +223,28 @@ export class App {
     this.showSections(true);
     // The graphs (and the manifest) are fetched while the candidates are: loadConversion picks the requests up.
     if (this.prefetched?.id !== id) this.prefetched = prefetch(id, isConverted(model));
-    try {
-      const ins = await api.candidates(id);
-      if (token !== this.loadToken) return;
-      this.inspection = ins;
-      this.table.setInspection(ins);
-      // After a reload the table shows what the result below was converted from, not the recommendation.
-      const req = model.latest?.ok ? model.latest.request : null;
-      if (req) this.table.applySelection(req.only, req.trainable, req.exclude);
-      this.renderHead(model);
-    } catch (e) {
-      if (token !== this.loadToken) return;
-      replace(this.convertMsg, h("span.err", null, (e as Error).message));
-    }
-    this.updateConvertButton();
-    await Promise.all([this.loadConversion(token), this.loadHistory(token), this.resumeJob(token)]);
+    // The candidates and the graphs load side by side: the graph view does not wait for the table (the result
+    // panel, which shows how to train this model, waits for the candidates in loadConversion).
+    const candidates = (async () => {
+      try {
+        const ins = await api.candidates(id);
+        if (token !== this.loadToken) return;
+        this.inspection = ins;
+        performance.mark("unfreeze:candidates");
+        this.table.setInspection(ins);
+        performance.mark("unfreeze:table");
+        // After a reload the table shows what the result below was converted from, not the recommendation.
+        const req = model.latest?.ok ? model.latest.request : null;
+        if (req) this.table.applySelection(req.only, req.trainable, req.exclude);
+        this.renderHead(model);
+      } catch (e) {
+        if (token !== this.loadToken) return;
+        replace(this.convertMsg, h("span.err", null, (e as Error).message));
+      }
+      this.updateConvertButton();
+    })();
+    this.inspectionReady = candidates;
+    await Promise.all([candidates, this.loadConversion(token), this.loadHistory(token), this.resumeJob(token)]);
   }
 
   /** A newly chosen model starts at the top of the page, not where the previous one was scrolled to. */
@@ -301,6 +311,12 @@ export class App {
     if (token !== this.loadToken) return;
     this.shownLatest = model ? latestKey(model) : null;
     this.shownJob = model?.latest?.ok ? model.latest.job ?? null : null;
+    const variableOf = new Map<string, string>();
+    for (const v of this.manifest?.variables ?? []) variableOf.set(v.source, v.variable_name);
+    this.compare.setVariableNames(variableOf);
+    void this.compare.setData(frozen, unfrozen, `${this.selected}|${this.shownLatest ?? ""}`);
+    await this.inspectionReady;
+    if (token !== this.loadToken) return;
     const result = this.job?.state === "done" && this.job.result ? this.job.result : model?.latest?.ok ? model.latest.result : null;
     if (this.manifest || result) {
       const stale = model?.stale ? h("div.warn", null, "The model file changed after this conversion; convert again to refresh it.") : null;
@@ -311,10 +327,6 @@ export class App {
     } else if (model?.latest && !model.latest.ok) {
       replace(this.result, h("div.err", null, `The latest conversion failed: ${model.latest.error ?? "no message"}`));
     }
-    const variableOf = new Map<string, string>();
-    for (const v of this.manifest?.variables ?? []) variableOf.set(v.source, v.variable_name);
-    this.compare.setVariableNames(variableOf);
-    void this.compare.setData(frozen, unfrozen, `${this.selected}|${this.shownLatest ?? ""}`);
     this.renderHistory();
   }
 
