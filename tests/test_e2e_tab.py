@@ -560,4 +560,9 @@ def test_real_models_side_by_side_counts_weights_and_an_unverified_result(tensor
         arg=['iframe[src*="plugin_entry.html?name=unfreeze"]', title["path"]],
         timeout=30_000,
     )
+
+    # Layouts are kept in the browser: after a reload the view as it opens is not laid out again.
+    page.reload()
+    frame = _plugin_frame(page)
+    expect(frame.locator(".gv-status")).to_contain_text("(stored)", timeout=60_000)
     assert not errors, errors

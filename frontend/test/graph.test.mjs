@@ -9,12 +9,12 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const out = await build({
-  stdin: { contents: 'export * from "./graph/model"; export * from "./graph/layout";', resolveDir: path.join(here, "..", "src"), loader: "ts" },
+  stdin: { contents: 'export * from "./graph/model"; export * from "./graph/layout"; export * from "./graph/layout_client";', resolveDir: path.join(here, "..", "src"), loader: "ts" },
   bundle: true, format: "esm", platform: "node", write: false,
 });
 const file = path.join(mkdtempSync(path.join(tmpdir(), "tbu-")), "graph.mjs");
 writeFileSync(file, out.outputFiles[0].text);
-const { UnionGraph, layoutView, inputNode } = await import(pathToFileURL(file).href);
+const { UnionGraph, layoutView, inputNode, LayoutClient, viewKey } = await import(pathToFileURL(file).href);
 
 // A dense layer, frozen (Const + read) and unfrozen (VarHandleOp with its helpers), as TF names them.
 const frozen = {
@@ -149,4 +149,32 @@ test("repeated blocks are laid out once: the same shape, shifted, and one cache 
   const again = layoutView(v, cache);
   assert.equal(cache.size, 4);
   for (const id of v.units.keys()) assert.deepEqual(again.boxes.get(id), L.boxes.get(id), id);
+});
+
+test("a layout is kept in the browser's storage and reused for the same view only", async () => {
+  const items = new Map();
+  globalThis.window = { localStorage: {
+    getItem: (k) => (items.has(k) ? items.get(k) : null),
+    setItem: (k, v) => void items.set(k, String(v)),
+    removeItem: (k) => void items.delete(k),
+  } };
+  try {
+    const g = new UnionGraph(frozen, unfrozen);
+    const v = g.view(g.defaultExpansion(500));
+    const client = new LayoutClient(); // no Worker in Node: laid out on this thread
+    const first = await client.layout(v, "a");
+    assert.equal(client.where, "main");
+    const page2 = new LayoutClient(); // another page: a new client, the same storage
+    const again = await page2.layout(v, "b");
+    assert.equal(page2.where, "stored");
+    assert.deepEqual([...again.boxes], [...first.boxes]);
+    assert.deepEqual([...again.edges], [...first.edges]);
+    const other = g.view(new Set([...g.scopes.keys()]));
+    assert.notEqual(viewKey(other), viewKey(v), "another expansion is another layout");
+    const c2 = new LayoutClient();
+    await c2.layout(other, "c");
+    assert.equal(c2.where, "main");
+  } finally {
+    delete globalThis.window;
+  }
 });

@@ -11,8 +11,13 @@ export class LayoutClient {
   private seq = 0;
   private pending = new Map<number, { resolve: (l: Layout) => void; reject: (e: Error) => void }>();
   private local = new Map<string, LayoutCache>();
-  /** Where the last layout ran: "worker" or "main". */
-  where: "worker" | "main" = "main";
+  /** Where the last layout came from: the worker, the page's thread, or the browser's store of earlier layouts. */
+  where: "worker" | "main" | "stored" = "main";
+
+  /** Starts the worker now, so that its script is loaded and compiled while the graphs are still being fetched. */
+  warm(): void {
+    this.start();
+  }
 
   private start(): Worker | null {
     if (this.worker || this.failed) return this.worker;
@@ -43,6 +48,19 @@ export class LayoutClient {
   }
 
   async layout(view: View, key: string): Promise<Layout> {
+    // A layout is a function of the view alone: one laid out before (this page, or an earlier visit) is reused.
+    const storeKey = viewKey(view);
+    const stored = readStored(storeKey);
+    if (stored) {
+      this.where = "stored";
+      return stored;
+    }
+    const layout = await this.compute(view, key);
+    writeStored(storeKey, layout);
+    return layout;
+  }
+
+  private async compute(view: View, key: string): Promise<Layout> {
     const w = this.start();
     if (w) {
       const id = ++this.seq;
@@ -62,5 +80,70 @@ export class LayoutClient {
     }
     this.where = "main";
     return layoutView(view, cache);
+  }
+}
+
+// ---- layouts kept in the browser (localStorage), so a returning user does not wait for dagre again ----
+
+/** Part of every stored layout's key: bump it when the layout algorithm changes, so older layouts are not reused. */
+const LAYOUT_VERSION = 1;
+const STORE_PREFIX = "unfreeze.layout.";
+const STORE_INDEX = "unfreeze.layouts";
+/** Layouts kept, newest first; one bigger than STORE_MAX_CHARS (an expanded 20k-node graph) is not kept. */
+const STORE_KEEP = 12;
+const STORE_MAX_CHARS = 1 << 20;
+
+/** A hash (FNV-1a, 2 × 32 bits) of what the layout depends on: the units, the open scopes and the edges. */
+export function viewKey(view: Pick<View, "units" | "clusters" | "edges">): string {
+  const text = JSON.stringify([LAYOUT_VERSION, [...view.units.values()], view.clusters, [...view.edges.keys()]]);
+  let a = 0x811c9dc5, b = 0x01000193 ^ text.length;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    a = Math.imul(a ^ c, 0x01000193);
+    b = Math.imul(b ^ c, 0x5bd1e995);
+  }
+  return (a >>> 0).toString(36) + (b >>> 0).toString(36) + text.length.toString(36);
+}
+
+function storage(): Storage | null {
+  try {
+    return window.localStorage ?? null;
+  } catch {
+    return null; // storage blocked (privacy settings, sandboxed frame)
+  }
+}
+
+function readStored(key: string): Layout | null {
+  const st = storage();
+  if (!st) return null;
+  try {
+    const text = st.getItem(STORE_PREFIX + key);
+    if (!text) return null;
+    const o = JSON.parse(text);
+    return {
+      boxes: new Map(o.boxes), clusters: new Map(o.clusters), edges: new Map(o.edges),
+      width: o.width, height: o.height, millis: 0,
+    };
+  } catch {
+    return null;
+  }
+}
+
+function writeStored(key: string, layout: Layout): void {
+  const st = storage();
+  if (!st) return;
+  try {
+    const text = JSON.stringify({
+      boxes: [...layout.boxes], clusters: [...layout.clusters], edges: [...layout.edges],
+      width: layout.width, height: layout.height,
+    });
+    if (text.length > STORE_MAX_CHARS) return;
+    const index: string[] = JSON.parse(st.getItem(STORE_INDEX) ?? "[]").filter((k: unknown) => k !== key);
+    index.unshift(key);
+    for (const old of index.splice(STORE_KEEP)) st.removeItem(STORE_PREFIX + old);
+    st.setItem(STORE_PREFIX + key, text);
+    st.setItem(STORE_INDEX, JSON.stringify(index));
+  } catch {
+    /* quota exceeded or storage blocked: the layout is simply computed again next time */
   }
 }

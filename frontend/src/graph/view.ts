@@ -147,6 +147,7 @@ export class SideBySide {
     // Any scroll (the page, or a scrolling ancestor) moves the panes: measure them again at the next wheel event.
     window.addEventListener("scroll", () => this.origins.clear(), { capture: true, passive: true });
     window.addEventListener("resize", () => this.origins.clear(), { passive: true });
+    this.layouter.warm();
     // Benchmark and debug hook (bench/frontend.py drives stats() and expandAll() through it).
     (window as unknown as Record<string, unknown>).__unfreezeGraphView = this;
   }
@@ -197,6 +198,7 @@ export class SideBySide {
 
   /** Shows a pair of graphs; either may be null (e.g. the unfrozen one before any conversion). */
   setData(frozen: GraphData | null, unfrozen: GraphData | null, key = ""): Promise<void> {
+    performance.mark("unfreeze:graph-data");
     this.graph = new UnionGraph(frozen, unfrozen);
     for (const side of SIDES) {
       const l = this.graph.hasSide[side] ? this.opts.runLink(side) : null;
@@ -213,7 +215,7 @@ export class SideBySide {
     const seq = this.dataSeq;
     return this.relayout(false).then(() => new Promise<void>((done) => {
       // The panes may not be in the document yet: frame the graph once they have a size.
-      requestAnimationFrame(() => { if (seq === this.dataSeq) this.frameInitial(); done(); });
+      requestAnimationFrame(() => { if (seq === this.dataSeq) this.frameInitial(); performance.mark("unfreeze:framed"); done(); });
     })).then(() => {
       if (seq !== this.dataSeq) return; // another graph was set meanwhile: it frames itself
       // The comparison is per model: a new model starts without one; the same model (reloaded) keeps it.
@@ -240,7 +242,9 @@ export class SideBySide {
     this.el.classList.add("busy");
     this.status.textContent = "Laying out…";
     const t0 = performance.now();
+    performance.mark("unfreeze:layout-start");
     const run = this.layouter.layout(view, this.layoutKey).then((layout) => {
+      performance.mark("unfreeze:layout-done");
       if (seq !== this.layoutSeq || graph !== this.graph) return;
       this.el.classList.remove("busy");
       this.view = view;
@@ -250,7 +254,7 @@ export class SideBySide {
       for (const side of SIDES) this.draw(side);
       const n = this.graph.nodes.size;
       this.status.textContent = `${n.toLocaleString("en-US")} nodes · ${this.view.units.size.toLocaleString("en-US")} boxes · `
-        + `layout ${Math.round(layout.millis)} ms (${this.layouter.where === "worker" ? "worker" : "page"}), ready in ${Math.round(performance.now() - t0)} ms`;
+        + `layout ${Math.round(layout.millis)} ms (${{ worker: "worker", main: "page", stored: "stored" }[this.layouter.where]}), ready in ${Math.round(performance.now() - t0)} ms`;
       this.status.dataset.layoutMs = String(Math.round(layout.millis));
       this.applySelection();
       this.drawMinimap();
