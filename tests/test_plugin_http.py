@@ -203,9 +203,11 @@ def test_graph_response_is_built_once_and_revalidated_by_its_etag(client, monkey
 
 
 def test_a_finished_conversion_has_both_graph_panes_ready_before_they_are_asked(client, plugin, monkeypatch):
-    built = []
+    built, manifests = [], []
     compact = graph_view.compact
     monkeypatch.setattr(graph_view, "compact", lambda *a, **k: built.append(1) or compact(*a, **k))
+    manifest_impl = plugin.manifest_impl
+    monkeypatch.setattr(plugin, "manifest_impl", lambda *a: manifests.append(1) or manifest_impl(*a))
     job = convert(client, {"model": REGRESSION}).json["job"]
     assert wait_done(plugin, job["id"])["state"] == "done"
     deadline = time.time() + 60
@@ -216,6 +218,28 @@ def test_a_finished_conversion_has_both_graph_panes_ready_before_they_are_asked(
     frozen = client.get(f"{BASE}/graph?model={REGRESSION}&which=frozen")
     assert unfrozen.status_code == frozen.status_code == 200 and unfrozen.json["converted"] == ["W", "b"]
     assert len(built) == 2, "opening the result built nothing more"
+    assert manifests == [1], "the manifest was encoded in the background"
+    manifest = client.get(f"{BASE}/manifest?model={REGRESSION}")
+    assert manifest.status_code == 200 and manifest.json["totals"]["variables"] == 2
+    assert manifests == [1], "and served as it was encoded"
+
+
+def test_candidates_are_encoded_once_per_version_of_the_model_file(client, plugin, logdir, monkeypatch):
+    calls = []
+    candidates_impl = plugin.candidates_impl
+    monkeypatch.setattr(plugin, "candidates_impl", lambda *a: calls.append(1) or candidates_impl(*a))
+    first = client.get(f"{BASE}/candidates?model={REGRESSION}")
+    again = client.get(f"{BASE}/candidates?model={REGRESSION}", headers={"If-None-Match": first.headers["ETag"]})
+    assert first.status_code == 200 and again.status_code == 304 and calls == [1]
+    # A new version of the file (another size and time) is inspected and encoded again.
+    path = os.path.join(logdir, REGRESSION)
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data + b"")
+    os.utime(path, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    plugin.discovery.scan(force=True)
+    third = client.get(f"{BASE}/candidates?model={REGRESSION}")
+    assert third.status_code == 200 and third.json == first.json and calls == [1, 1]
 
 
 def test_weights_of_a_frozen_constant(client, plugin):
