@@ -298,6 +298,7 @@ FD_STEPS = (1e-3, 3e-4, 1e-4, 3e-5, 3e-3, 1e-5, 1e-2)
 FD_FIRST_MARGIN = 1000
 
 
+# Variables this big or bigger are moved by the finite difference in one compiled call, smaller ones eagerly.
 MOVE_COMPILED_BYTES = 16 << 20
 
 
@@ -331,8 +332,8 @@ def _finite_difference(tf, fn, kwargs, loss_now, variables, grads: list, loss_sc
     Memory: the unmoved values are kept once (they share the variables' buffers until the first move), the
     direction is kept in bfloat16 (half of a float32 copy; the check is of the derivative along the direction
     actually taken, so `analytic` is the gradient's dot product with that same rounded direction), and `grads` is
-    emptied once the direction is made, so the gradients are not held meanwhile. Moving all variables is one
-    compiled call (no float32 temporaries of the largest variable outside the graph's own buffer reuse)."""
+    emptied once the direction is made, so the gradients are not held meanwhile. Variables of
+    MOVE_COMPILED_BYTES or more move in one compiled call, the others eagerly (see `move` below)."""
     pairs = [(v, g) for v, g in zip(variables, grads) if g is not None and v.dtype.is_floating]
     grads.clear()  # the caller's list: its gradients live on in `pairs` only until the directions are made
     # A variable that is exactly zero (a fresh bias or beta) is not moved: shifting it shifts every unit it feeds
