@@ -351,32 +351,7 @@ def _finite_difference(tf, fn, kwargs, loss_now, variables, grads: list, loss_sc
         else:
             zero += 1
         del g
-    originals = [tf.identity(v.read_value()) for v, _ in pairs]
-    unmoved = {id(v): x for (v, _), x in zip(pairs, originals)}
-    moved = [(v, unmoved[id(v)], d) for v, d in directions]
     noise = 8 * 2.0**-24 * loss_scale
-
-    # Variables of MOVE_COMPILED_BYTES or more move in one compiled call (for VGG16's 411 MB kernel it is faster
-    # and holds fewer float32 temporaries than eager ops); the others eagerly, one after the other (compiling the
-    # moves of ResNet50's 214 small variables cost more to trace, ~0.6 s, than the moves themselves).
-    big = [m for m in moved if m[1].shape.num_elements() * m[1].dtype.size >= MOVE_COMPILED_BYTES]
-    small = [m for m in moved if m[1].shape.num_elements() * m[1].dtype.size < MOVE_COMPILED_BYTES]
-
-    @tf.function(autograph=False)
-    def move_big(step):
-        for v, x, d in big:
-            v.assign(x + tf.cast(step, x.dtype) * tf.cast(d, x.dtype))
-
-    def move(step):
-        if big:
-            move_big(step)
-        for v, x, d in small:
-            v.assign(x + tf.cast(step, x.dtype) * tf.cast(d, x.dtype))
-
-    def shifted_loss(step):
-        move(tf.constant(step, tf.float64))
-        with tf.GradientTape():
-            return float(loss_now(fn(**kwargs)))
 
     def margin(eps):
         return abs(analytic) * eps / noise if noise > 0 else float("inf")
@@ -402,6 +377,32 @@ def _finite_difference(tf, fn, kwargs, loss_now, variables, grads: list, loss_sc
             "estimates": [],
             "note": VACUOUS,
         }
+    originals = [tf.identity(v.read_value()) for v, _ in pairs]
+    unmoved = {id(v): x for (v, _), x in zip(pairs, originals)}
+    moved = [(v, unmoved[id(v)], d) for v, d in directions]
+
+    # Variables of MOVE_COMPILED_BYTES or more move in one compiled call (for VGG16's 411 MB kernel it is faster
+    # and holds fewer float32 temporaries than eager ops); the others eagerly, one after the other (compiling the
+    # moves of ResNet50's 214 small variables cost more to trace, ~0.6 s, than the moves themselves).
+    big = [m for m in moved if m[1].shape.num_elements() * m[1].dtype.size >= MOVE_COMPILED_BYTES]
+    small = [m for m in moved if m[1].shape.num_elements() * m[1].dtype.size < MOVE_COMPILED_BYTES]
+
+    @tf.function(autograph=False)
+    def move_big(step):
+        for v, x, d in big:
+            v.assign(x + tf.cast(step, x.dtype) * tf.cast(d, x.dtype))
+
+    def move(step):
+        if big:
+            move_big(step)
+        for v, x, d in small:
+            v.assign(x + tf.cast(step, x.dtype) * tf.cast(d, x.dtype))
+
+    def shifted_loss(step):
+        move(tf.constant(step, tf.float64))
+        with tf.GradientTape():
+            return float(loss_now(fn(**kwargs)))
+
     tried = []
     try:
         for eps in steps:
