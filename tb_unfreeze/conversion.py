@@ -30,7 +30,7 @@ from tb_unfreeze.contract import (
     Variable,
     Verification,
 )
-from tb_unfreeze.errors import ConversionError, SelectionError, UnsupportedOpsError
+from tb_unfreeze.errors import ConversionError, SelectionError, UnsupportedOpsError, first_line
 from tb_unfreeze.graph_index import const_problem, split_input, tensor_name
 from tb_unfreeze.loading import FrozenGraph, load_graph_and_bytes, reparse
 from tb_unfreeze.output_dir import check_output_dir, staged_dir
@@ -308,7 +308,7 @@ def reference_run(tf, checked: Checked, graph_def, quantized_def, probe: str | N
         return Reference({}, {}, note=str(e))
     except (tf.errors.OpError, ValueError) as e:
         return Reference(
-            {}, {}, note=f"the frozen graph does not run on probe inputs: {_first_line(e)}; pass --probe FILE.npz"
+            {}, {}, note=f"the frozen graph does not run on probe inputs: {first_line(e)}; pass --probe FILE.npz"
         )
     return Reference(probes, frozen_out, quantized_out)
 
@@ -411,11 +411,6 @@ def _version() -> str:
         return "dev"
 
 
-def _first_line(error: Exception) -> str:
-    text = getattr(error, "message", None) or str(error)
-    return text.strip().splitlines()[0][:300] if text.strip() else type(error).__name__
-
-
 FEED_CHUNK = 128 << 20
 
 
@@ -470,7 +465,7 @@ def build_and_save(tf, checked: Checked, rewrite_: Rewrite, tmp: str) -> list[Va
         try:
             imported = tf.import_graph_def(graph_def, return_elements=names, name="")
         except (ValueError, tf.errors.OpError) as e:
-            raise ConversionError(f"TensorFlow refused the rewritten graph: {_first_line(e)}") from None
+            raise ConversionError(f"TensorFlow refused the rewritten graph: {first_line(e)}") from None
         for c, record in zip(rewritten.mapped.values(), records):
             var_list[record["variable_name"]] = attach_variable(tf, graph, record["variable_name"], c.trainable)
         CF.rebuild_contexts(tf, graph, CF.supported(loops))  # saved in the `while_context` collection

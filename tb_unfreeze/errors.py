@@ -53,3 +53,9 @@ class BusyError(UserError):
     """A conversion of the same model is already queued or running."""
 
     http_code = 409
+
+
+def first_line(error: Exception) -> str:
+    """An exception's first line (TensorFlow's messages run on for pages), at most 300 characters."""
+    text = getattr(error, "message", None) or str(error)
+    return text.strip().splitlines()[0][:300] if text.strip() else type(error).__name__

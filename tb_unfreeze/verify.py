@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from tb_unfreeze.errors import UserError
+from tb_unfreeze.errors import UserError, first_line
 
 
 class ProbeError(UserError):
@@ -270,7 +270,7 @@ def run_saved_model_tf2(
     try:
         grads = tape.gradient(loss, trainable) if loss is not None else [None] * len(trainable)
     except (LookupError, ValueError, TypeError, AttributeError) as e:
-        report["error"] = _first_line(e)
+        report["error"] = first_line(e)
         grads = [None] * len(trainable)
     del tape
     grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
@@ -377,9 +377,8 @@ def _finite_difference(tf, fn, kwargs, loss_now, variables, grads: list, loss_sc
             "estimates": [],
             "note": VACUOUS,
         }
-    originals = [tf.identity(v.read_value()) for v, _ in pairs]
-    unmoved = {id(v): x for (v, _), x in zip(pairs, originals)}
-    moved = [(v, unmoved[id(v)], d) for v, d in directions]
+    # The unmoved values of the variables that move (the others never change), to restore them exactly.
+    moved = [(v, tf.identity(v.read_value()), d) for v, d in directions]
 
     # Variables of MOVE_COMPILED_BYTES or more move in one compiled call (for VGG16's 411 MB kernel it is faster
     # and holds fewer float32 temporaries than eager ops); the others eagerly, one after the other (compiling the
@@ -415,7 +414,7 @@ def _finite_difference(tf, fn, kwargs, loss_now, variables, grads: list, loss_sc
         else:
             tried.sort(key=lambda t: t["step"])
     finally:
-        for (v, _), x in zip(pairs, originals):
+        for v, x, _ in moved:
             v.assign(x)
     resolvable_tried = [t for t in tried if t["resolvable"]]
     best = min(resolvable_tried or tried, key=lambda t: t["relative_error"])
@@ -449,11 +448,6 @@ def _finite_difference(tf, fn, kwargs, loss_now, variables, grads: list, loss_sc
                 "another nor with the gradient",
             )
     return report
-
-
-def _first_line(error: Exception) -> str:
-    text = getattr(error, "message", None) or str(error)
-    return text.strip().splitlines()[0][:300] if text.strip() else type(error).__name__
 
 
 def run_saved_model_tf1(
@@ -499,7 +493,7 @@ def run_saved_model_tf1(
                     with v1_control_flow() if control_flow_v1 else _nothing():
                         grads = tf.compat.v1.gradients(loss, trainable) if loss is not None else [None] * len(trainable)
                 except (LookupError, ValueError, TypeError, AttributeError) as e:
-                    report["error"] = _first_line(e)
+                    report["error"] = first_line(e)
                     grads = [None] * len(trainable)
             report["missing"] = sorted(v.op.name for v, g in zip(trainable, grads) if g is None)
         # Finiteness is computed in the graph: one boolean per gradient is fetched, not every gradient's values.
@@ -590,7 +584,7 @@ def verify_conversion(
     try:
         tf1, grappler1 = lean_then_defaults(tf1_check)
     except (tf.errors.OpError, ValueError, KeyError) as e:
-        raise ConversionError(f"the converted model does not run in a TF1 Session: {_first_line(e)}") from None
+        raise ConversionError(f"the converted model does not run in a TF1 Session: {first_line(e)}") from None
     result["outputs"] = compare(frozen_out, tf1["outputs"])
     result["tf1_session"] = {
         "outputs_match": all(o["passed"] for o in result["outputs"].values()),
@@ -614,7 +608,7 @@ def verify_conversion(
         }
         fd = tf2.get("finite_difference")
     except (tf.errors.OpError, ValueError, TypeError, AttributeError, KeyError) as e:
-        result["tf2"] = {"outputs_match": False, "error": _first_line(e), "missing_gradients": []}
+        result["tf2"] = {"outputs_match": False, "error": first_line(e), "missing_gradients": []}
         tf2, fd = {"checked": 0}, None
     checked = tf2.get("checked", tf1.get("checked", 0))
     missing = sorted(set(result["tf2"].get("missing_gradients", [])) | set(tf1.get("missing", [])))

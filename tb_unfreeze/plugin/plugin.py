@@ -64,30 +64,33 @@ GRAPH_CACHE_ENTRIES = 12
 
 
 @dataclasses.dataclass(frozen=True)
-class GraphPayload:
-    """A graph response encoded once (JSON, gzip) and kept: a 20k-node graph took ~0.35 s to clean, encode and
-    compress on every request. Its ETag is the content's hash, so a browser that has it gets a 304."""
+class EncodedJson:
+    """A JSON response (a graph, the candidates, a manifest) encoded once (JSON, gzip) and kept: a 20k-node graph
+    took ~0.35 s to clean, encode and compress on every request. Its ETag is the content's hash, so a browser that
+    has it gets a 304."""
 
     gzipped: bytes
     etag: str
 
     @classmethod
-    def of(cls, content: dict) -> GraphPayload:
+    def of(cls, content: dict) -> EncodedJson:
         raw = json.dumps(json_util.Cleanse(content)).encode("utf-8")
         gzipped = gzip.compress(raw, compresslevel=3, mtime=0)
-        return cls(gzipped, '"' + hashlib.sha256(raw).hexdigest()[:32] + '"')
-
-    def json(self) -> dict:
-        return json.loads(gzip.decompress(self.gzipped))
+        return cls(gzipped, _etag(raw))
 
     def respond(self, request: wrappers.Request) -> wrappers.Response:
-        if self.etag in request.headers.get("If-None-Match", ""):
-            return wrappers.Response(
-                status=304, headers=[("ETag", self.etag), ("Cache-Control", "no-cache, must-revalidate")]
-            )
-        return http_util.Respond(
-            request, self.gzipped, "application/json", content_encoding="gzip", headers=[("ETag", self.etag)]
-        )
+        return _with_etag(request, self.etag, self.gzipped, "application/json", content_encoding="gzip")
+
+
+def _etag(content: bytes) -> str:
+    return '"' + hashlib.sha256(content).hexdigest()[:32] + '"'
+
+
+def _with_etag(request: wrappers.Request, etag: str, content: bytes, content_type: str, **respond) -> wrappers.Response:
+    """`content` with its ETag, or a bodiless 304 when the browser already has that version."""
+    if etag in request.headers.get("If-None-Match", ""):
+        return wrappers.Response(status=304, headers=[("ETag", etag), ("Cache-Control", "no-cache, must-revalidate")])
+    return http_util.Respond(request, content, content_type, headers=[("ETag", etag)], **respond)
 
 
 def _json(request: wrappers.Request, content) -> wrappers.Response:
@@ -221,7 +224,7 @@ class UnfreezePlugin(base_plugin.TBPlugin):
     def _run_job(self, job, progress) -> dict:
         model = self.discovery.get(job.model)
         result = self.outputs.convert(model, job.request, {**job.client, "job": job.id}, progress)
-        threading.Thread(target=self._warm_graphs, args=(model.id,), name="unfreeze-warm-graphs", daemon=True).start()
+        threading.Thread(target=self._warm_result, args=(model.id,), name="unfreeze-warm-result", daemon=True).start()
         return result
 
     # -- impls ------------------------------------------------------------------------------------------------
@@ -310,7 +313,7 @@ class UnfreezePlugin(base_plugin.TBPlugin):
             raise errors.NotFoundError(f"{model_id} has not been converted yet; POST /convert first.")
         return result.to_json()
 
-    def graph_impl(self, model_id: str, which: str) -> GraphPayload:
+    def graph_impl(self, model_id: str, which: str) -> EncodedJson:
         """The compact graph of one side, with the nodes the conversion changed marked, as JSON ready to send."""
         if which not in (metadata.FROZEN_RUN, metadata.UNFROZEN_RUN):
             raise errors.InvalidArgumentError(f"which must be 'frozen' or 'unfrozen', not {which[:40]!r}.")
@@ -327,9 +330,9 @@ class UnfreezePlugin(base_plugin.TBPlugin):
         if which == metadata.UNFROZEN_RUN and unfrozen_key is None:
             raise errors.NotFoundError(f"{model_id} has not been converted yet; there is no unfrozen graph.")
         key = (model.key, unfrozen_key, which)
-        return self._cached_graph(key, lambda: self._build_graph(model, which, unfrozen_path, unfrozen_key))
+        return self._cached_encoded(key, lambda: self._build_graph(model, which, unfrozen_path, unfrozen_key))
 
-    def _build_graph(self, model: ModelFile, which: str, unfrozen_path: str, unfrozen_key) -> GraphPayload:
+    def _build_graph(self, model: ModelFile, which: str, unfrozen_path: str, unfrozen_key) -> EncodedJson:
         frozen = self.discovery.graph(model).graph_def
         unfrozen = None
         if unfrozen_key is not None:
@@ -350,9 +353,9 @@ class UnfreezePlugin(base_plugin.TBPlugin):
                 variables=changes["variables"],
             )
         result.update(model=model.id, which=which, run=metadata.run_name(model.id, which))
-        return GraphPayload.of(result)
+        return EncodedJson.of(result)
 
-    def _cached_graph(self, key: tuple, build) -> GraphPayload:
+    def _cached_encoded(self, key: tuple, build) -> EncodedJson:
         """One build per key: a second request for a graph being built waits for it instead of building it too
         (the tab asks for both panes at once, and a finished conversion warms them in the background)."""
         with self._graph_lock:
@@ -383,11 +386,11 @@ class UnfreezePlugin(base_plugin.TBPlugin):
                 self._graph_pending.pop(key, None)
             pending.set()
 
-    def _candidates_payload(self, model: ModelFile) -> GraphPayload:
+    def _candidates_payload(self, model: ModelFile) -> EncodedJson:
         """The candidates, encoded once per version of the model file (20k nodes: ~0.25 s per request before)."""
-        return self._cached_graph(("candidates", model.key), lambda: GraphPayload.of(self.candidates_impl(model.id)))
+        return self._cached_encoded(("candidates", model.key), lambda: EncodedJson.of(self.candidates_impl(model.id)))
 
-    def _manifest_payload(self, model: ModelFile) -> GraphPayload | None:
+    def _manifest_payload(self, model: ModelFile) -> EncodedJson | None:
         """The manifest, encoded once per version of its file (6,666 variables: ~0.2-0.4 s per request before);
         None before the first conversion."""
         try:
@@ -395,9 +398,9 @@ class UnfreezePlugin(base_plugin.TBPlugin):
         except OSError:
             return None
         key = ("manifest", model.key, st.st_size, st.st_mtime_ns)
-        return self._cached_graph(key, lambda: GraphPayload.of(self.manifest_impl(model.id)))
+        return self._cached_encoded(key, lambda: EncodedJson.of(self.manifest_impl(model.id)))
 
-    def _warm_graphs(self, model_id: str) -> None:
+    def _warm_result(self, model_id: str) -> None:
         """After a conversion: encode the manifest and build both panes' graph responses, so that opening the
         result does not wait for them."""
         steps = [
@@ -536,12 +539,7 @@ class UnfreezePlugin(base_plugin.TBPlugin):
     def _static_response(self, request: wrappers.Request, relpath: str) -> wrappers.Response:
         """A frontend file with an ETag (its content's hash): a browser that has it revalidates and gets a 304."""
         content, content_type = self.static_impl(relpath)
-        etag = '"' + hashlib.sha256(content).hexdigest()[:32] + '"'
-        if etag in request.headers.get("If-None-Match", ""):
-            return wrappers.Response(
-                status=304, headers=[("ETag", etag), ("Cache-Control", "no-cache, must-revalidate")]
-            )
-        return http_util.Respond(request, content, content_type, headers=[("ETag", etag)])
+        return _with_etag(request, _etag(content), content, content_type)
 
     @_route("GET")
     def index_js_route(self, request: wrappers.Request) -> wrappers.Response:
