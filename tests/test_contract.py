@@ -181,7 +181,9 @@ _OWNED_STRINGS = (C.MANIFEST, C.UNFROZEN_GRAPH, C.SAVED_MODEL_TF1, "tb_unfreeze.
 
 def _python_sources():
     for top in ("tb_unfreeze", "bench"):
-        for folder, _, files in os.walk(os.path.join(ROOT, top)):
+        for folder, dirs, files in os.walk(os.path.join(ROOT, top)):
+            # Not bench/.cache: the benchmark's models and the older checkouts `bench.userpath --baseline` makes.
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
             for name in files:
                 if name.endswith(".py"):
                     yield os.path.join(folder, name)
