@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from tb_unfreeze import control_flow as CF
+from tb_unfreeze import side_check as SC
 from tb_unfreeze import verify as V
 from tb_unfreeze.analysis import GraphInput, Inspection, inspect_graph, prepare_graph, unregistered_ops
 from tb_unfreeze.contract import (
@@ -191,6 +192,20 @@ def convert(
     step, timings = _steps(progress)
     step("load", 0.0)
     checked = check(os.fspath(source), os.fspath(out_dir), request, replace)
+    # The TF1 Session check's process starts now, so that its `import tensorflow` overlaps the stages below.
+    side = (
+        SC.start(sum(c.candidate.nbytes for c in checked.chosen), sum(checked.inspection.op_counts.values()))
+        if request.verify
+        else None
+    )
+    try:
+        return _convert_checked(checked, request, step, timings, side)
+    finally:
+        if side is not None:
+            side.close()
+
+
+def _convert_checked(checked: Checked, request: ConversionRequest, step, timings, side) -> ConversionResult:
     step("import tensorflow", 0.02)
     tf = import_tensorflow()  # only conversion pays for TensorFlow
     step("load", 0.05)
@@ -209,7 +224,9 @@ def convert(
         step("build and save", 0.4)
         variables = build_and_save(tf, checked, rewritten, tmp)
         verification = Verification.from_json(
-            verify_stage(checked, reference, rewritten.signature, staged, request, lambda name: step(name, 0.8))
+            verify_stage(
+                checked, reference, rewritten.signature, staged, request, lambda name: step(name, 0.8), side=side
+            )
         )
         step("write manifest", 0.95)
         result = _result(tf, checked, request, layout, variables, verification, rewritten)
@@ -337,7 +354,13 @@ def rewrite_graph(tf, checked: Checked, graph_def) -> Rewrite:
 
 
 def verify_stage(
-    checked: Checked, reference: Reference, signature: dict, staged: Layout, request: ConversionRequest, progress
+    checked: Checked,
+    reference: Reference,
+    signature: dict,
+    staged: Layout,
+    request: ConversionRequest,
+    progress,
+    side: SC.SideCheck | None = None,
 ) -> dict:
     """The verification record (policy: `verify.verify_conversion`)."""
     if not request.verify:
@@ -355,6 +378,7 @@ def verify_stage(
         tf1_control_flow_v1=staged.loops,
         fake_quant="FakeQuantWithMinMaxVars" in ops or "FakeQuantWithMinMaxArgs" in ops,
         progress=progress,
+        side=side,
     )
     if reference.quantized_out is not None:
         V.check_against_quantized(verification, reference.quantized_out, reference.frozen_out)

@@ -520,6 +520,48 @@ class _nothing:
         return False
 
 
+def clean(report: dict, frozen_out: dict) -> bool:
+    """A check's report without an error, with finite gradients and the frozen graph's outputs."""
+    return (
+        "error" not in report
+        and report.get("finite", True)
+        and all(o["passed"] for o in compare(frozen_out, report["outputs"]).values())
+    )
+
+
+def lean_then_defaults(tf, check, frozen_out: dict):
+    """`check(lean)` without Grappler, repeated with TensorFlow's defaults when that is not clean (an error, a
+    mismatch, a non-finite gradient): (report, whether Grappler ran)."""
+    try:
+        report = check(True)
+        if clean(report, frozen_out):
+            return report, False
+    except tf.errors.OpError:
+        pass
+    return check(False), True
+
+
+def tf1_checked(
+    saved_model: str,
+    signature: dict,
+    probes: dict,
+    frozen_out: dict,
+    trains: dict | None,
+    control_flow_v1: bool,
+):
+    """The TF1 Session check as verification runs it, here or in a second process (`side_check`): lean first,
+    then with the defaults when that is not clean. Returns (report, whether Grappler ran); raises TensorFlow's
+    error when the model does not run even with the defaults."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    def check(lean):
+        return run_saved_model_tf1(
+            saved_model, signature, probes, gradients=True, trains=trains, control_flow_v1=control_flow_v1, lean=lean
+        )
+
+    return lean_then_defaults(tf, check, frozen_out)
+
+
 def verify_conversion(
     layout,
     signature: dict,
@@ -530,12 +572,18 @@ def verify_conversion(
     tf1_control_flow_v1: bool = False,
     fake_quant: bool = False,
     progress=None,
+    side=None,
 ) -> dict:
     """What "verified" means, in one place: the converted model, loaded as a TF1 user and as a TF2 user would,
     computes the frozen graph's outputs on the probes (within `tolerance`); every trainable variable gets a
     finite gradient from the trainable outputs on both paths; and the TF2 gradient agrees with a central finite
     difference of the loss. `status` sums it up: verified, verified_with_warnings (e.g. a variable that no output
-    depends on), or failed."""
+    depends on), or failed.
+
+    `side`: a `side_check.SideCheck` process; the TF1 Session check then runs there while the TF2 check runs
+    here (the two are independent: on two cores the TF1 check's time is hidden). When that process cannot give
+    its result (it crashed, or it was not ready in time), the TF1 check runs here after all, and the record says
+    so (`tf1_session.process`, `tf1_session.process_note`)."""
     import tensorflow as tf  # noqa: PLC0415
 
     from tb_unfreeze.errors import ConversionError  # noqa: PLC0415
@@ -545,35 +593,13 @@ def verify_conversion(
         "requested": True,
         "probe_shapes": {k: list(np.shape(v)) for k, v in probes.items()},
     }
+    tf1_args = (layout.saved_model_tf1, signature, probes, frozen_out, trains, tf1_control_flow_v1)
 
-    def clean(report) -> bool:
-        return (
-            "error" not in report
-            and report.get("finite", True)
-            and all(o["passed"] for o in compare(frozen_out, report["outputs"]).values())
-        )
-
-    def lean_then_defaults(check):
-        """The check without Grappler (`grappler_off`), repeated with TensorFlow's defaults when that is not
-        clean (an error, a mismatch, a non-finite gradient): (report, whether Grappler ran)."""
+    def tf1_here():
         try:
-            report = check(True)
-            if clean(report):
-                return report, False
-        except tf.errors.OpError:
-            pass
-        return check(False), True
-
-    def tf1_check(lean):
-        return run_saved_model_tf1(
-            layout.saved_model_tf1,
-            signature,
-            probes,
-            gradients=True,
-            trains=trains,
-            control_flow_v1=tf1_control_flow_v1,
-            lean=lean,
-        )
+            return tf1_checked(*tf1_args)
+        except (tf.errors.OpError, ValueError, KeyError) as e:
+            raise ConversionError(f"the converted model does not run in a TF1 Session: {first_line(e)}") from None
 
     def tf2_check(lean):
         with grappler_off(tf) if lean else _nothing():
@@ -581,24 +607,16 @@ def verify_conversion(
                 layout.saved_model, signature, probes, gradients=True, trains=trains, finite_difference=True
             )
 
-    try:
-        tf1, grappler1 = lean_then_defaults(tf1_check)
-    except (tf.errors.OpError, ValueError, KeyError) as e:
-        raise ConversionError(f"the converted model does not run in a TF1 Session: {first_line(e)}") from None
-    result["outputs"] = compare(frozen_out, tf1["outputs"])
-    result["tf1_session"] = {
-        "outputs_match": all(o["passed"] for o in result["outputs"].values()),
-        "missing_gradients": tf1.get("missing", []),
-        "gradients_finite": tf1.get("finite", True),
-        "grappler": grappler1,
-        **({"error": tf1["error"]} if "error" in tf1 else {}),
-    }
+    submitted = side is not None and side.submit(tf1_args)
+    process = {"process": "second process" if submitted else "this process"}
+    if not submitted:
+        tf1, grappler1 = tf1_here()
     if progress:
-        progress("verify TF2 gradients")
+        progress("verify TF2 gradients (TF1 Session in a second process)" if submitted else "verify TF2 gradients")
     try:
-        tf2, grappler2 = lean_then_defaults(tf2_check)
+        tf2, grappler2 = lean_then_defaults(tf, tf2_check, frozen_out)
         cmp2 = compare(frozen_out, tf2["outputs"])
-        result["tf2"] = {
+        tf2_record = {
             "outputs_match": all(o["passed"] for o in cmp2.values()),
             "missing_gradients": tf2.get("missing", []),
             "gradients_finite": tf2.get("finite", True),
@@ -608,8 +626,31 @@ def verify_conversion(
         }
         fd = tf2.get("finite_difference")
     except (tf.errors.OpError, ValueError, TypeError, AttributeError, KeyError) as e:
-        result["tf2"] = {"outputs_match": False, "error": first_line(e), "missing_gradients": []}
+        tf2_record = {"outputs_match": False, "error": first_line(e), "missing_gradients": []}
         tf2, fd = {"checked": 0}, None
+    if submitted:
+        if progress:
+            progress("verify TF1 Session (second process)")
+        reply = side.result()
+        if "error" in reply:
+            raise ConversionError(f"the converted model does not run in a TF1 Session: {reply['error']}")
+        if "report" in reply:
+            tf1, grappler1 = reply["report"], reply["grappler"]
+            if reply.get("peak_mb") is not None:
+                process["process_peak_mb"] = reply["peak_mb"]
+        else:  # the process could not answer: the check runs here
+            tf1, grappler1 = tf1_here()
+            process = {"process": "this process", "process_note": reply["unavailable"]}
+    result["outputs"] = compare(frozen_out, tf1["outputs"])
+    result["tf1_session"] = {
+        "outputs_match": all(o["passed"] for o in result["outputs"].values()),
+        "missing_gradients": tf1.get("missing", []),
+        "gradients_finite": tf1.get("finite", True),
+        "grappler": grappler1,
+        **process,
+        **({"error": tf1["error"]} if "error" in tf1 else {}),
+    }
+    result["tf2"] = tf2_record
     checked = tf2.get("checked", tf1.get("checked", 0))
     missing = sorted(set(result["tf2"].get("missing_gradients", [])) | set(tf1.get("missing", [])))
     if fd is not None and fake_quant:
