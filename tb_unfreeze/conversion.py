@@ -38,7 +38,7 @@ from tb_unfreeze.output_dir import check_output_dir, staged_dir
 from tb_unfreeze.quantized import dequantize_graph, describe_quantization
 from tb_unfreeze.rewrite import Rewritten, rewrite, signature_keys
 from tb_unfreeze.selection import Chosen, Selection, choose
-from tb_unfreeze.tensorflow_env import import_tensorflow
+from tb_unfreeze.tensorflow_env import import_tensorflow, release_free_memory
 from tb_unfreeze.variable_nodes import add_variable_nodes, attach_variable, read_tensor
 
 Progress = Callable[[str, float], None]
@@ -214,6 +214,7 @@ def _convert_checked(checked: Checked, request: ConversionRequest, step, timings
     if request.verify:
         step("run frozen graph", 0.1)
         reference = reference_run(tf, checked, graph_def, quantized_def, request.probe)
+        release_free_memory()
     step("rewrite", 0.3)
     rewritten = rewrite_graph(tf, checked, graph_def)
     del graph_def
@@ -223,6 +224,7 @@ def _convert_checked(checked: Checked, request: ConversionRequest, step, timings
         staged = Layout(tmp, loops=bool(loops))
         step("build and save", 0.4)
         variables = build_and_save(tf, checked, rewritten, tmp)
+        release_free_memory()
         verification = Verification.from_json(
             verify_stage(
                 checked, reference, rewritten.signature, staged, request, lambda name: step(name, 0.8), side=side

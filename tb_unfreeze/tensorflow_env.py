@@ -42,3 +42,26 @@ def import_tensorflow():
             import tensorflow as tf  # noqa: PLC0415, F401  (again, so the real error is visible)
     tf.get_logger().setLevel("ERROR")  # TF1-API deprecation notices are noise for our users
     return tf
+
+
+_libc = None
+
+
+def release_free_memory() -> None:
+    """Give the allocator's free pages back to the system. glibc keeps memory freed in the middle of its heaps (and
+    TensorFlow's tensors of up to 32 MB come from there once it has raised its mmap threshold), so without this a
+    process's resident memory only grows: VGG16's finite difference crept up by ~50 MB per forward pass. A no-op
+    where there is no glibc."""
+    global _libc
+    if _libc is None:
+        try:
+            import ctypes  # noqa: PLC0415
+
+            _libc = ctypes.CDLL("libc.so.6")
+        except OSError:
+            _libc = False
+    if _libc:
+        try:
+            _libc.malloc_trim(0)
+        except AttributeError:  # a libc without it
+            _libc = False

@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from tb_unfreeze.errors import UserError, first_line
+from tb_unfreeze.tensorflow_env import release_free_memory
 
 
 class ProbeError(UserError):
@@ -267,12 +268,14 @@ def run_saved_model_tf2(
     report["outputs"] = {tensor: result[key].numpy() for tensor, key in signature["outputs"].items()}
     if not gradients:
         return report
+    release_free_memory()  # what the forward pass freed, before the backward pass allocates the gradients
     try:
         grads = tape.gradient(loss, trainable) if loss is not None else [None] * len(trainable)
     except (LookupError, ValueError, TypeError, AttributeError) as e:
         report["error"] = first_line(e)
         grads = [None] * len(trainable)
     del tape
+    release_free_memory()
     grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
     report["missing"] = sorted(v.name.rsplit(":", 1)[0] for v, g in zip(trainable, grads) if g is None)
     report["finite"] = all(
@@ -282,7 +285,9 @@ def run_saved_model_tf2(
         # The loss's own rounding, from the outputs already computed at the unmoved variables.
         scale = float(loss_now(result, absolute=True).numpy())
         del result
-        report["finite_difference"] = _finite_difference(tf, fn, kwargs, loss_now, trainable, grads, scale)
+        report["finite_difference"] = _finite_difference(
+            tf, fn, kwargs, loss_now, trainable, grads, scale, saved=SavedValues(tf, saved_model)
+        )
     return report
 
 
@@ -293,9 +298,11 @@ VACUOUS = (
 # Step sizes of the finite difference. The check passes when any resolvable one agrees with the gradient, and
 # fails or is inconclusive from all of them, so the order only decides how soon a pass is found: see _fd_order.
 FD_STEPS = (1e-3, 3e-4, 1e-4, 3e-5, 3e-3, 1e-5, 1e-2)
-# A step is tried first when its expected change is at least this many times the loss's rounding (round-off then
-# costs at most ~1% of the estimate): the smallest such step has the least curvature and kink error.
-FD_FIRST_MARGIN = 1000
+# A step is tried first when its expected change is at least this many times the loss's rounding bound: round-off
+# then costs at most 1/FD_FIRST_MARGIN of the estimate (1%, half of FD_RTOL), and the smallest such step has the least
+# curvature and kink error. (It was 1000: VGG16 started at 3e-4, whose estimate is 17% off by its ReLU kinks, and
+# passed at 3e-5 on the third try; ResNet50 and VGG16 both pass on the first try at 100.)
+FD_FIRST_MARGIN = 100
 
 
 # Variables this big or bigger are moved by the finite difference in one compiled call, smaller ones eagerly.
@@ -306,7 +313,7 @@ def _fd_order(steps: list[float], margin) -> list[float]:
     """The resolvable steps in the order tried: the smallest with a round-off margin of FD_FIRST_MARGIN, then the
     smaller ones downwards, then the larger ones upwards. When the first step misses, it is curvature or a kink
     (ReLU) that a smaller step reduces, not round-off (that margin bounds it): VGG16's estimates reached the
-    gradient only at 3e-5, after three larger steps in the previous order (6 tries, 12 forward passes; 4 now)."""
+    gradient only at 3e-5, after three larger steps in an older order (6 tries, 12 forward passes; now 1)."""
     steps = sorted(steps)
     if not steps:
         return []
@@ -314,7 +321,36 @@ def _fd_order(steps: list[float], margin) -> list[float]:
     return [steps[first]] + steps[:first][::-1] + steps[first + 1 :]
 
 
-def _finite_difference(tf, fn, kwargs, loss_now, variables, grads: list, loss_scale: float) -> dict:
+class SavedValues:
+    """The values a loaded SavedModel's variables were restored from, read back one variable at a time: the
+    finite difference restores a big variable from here, exactly, instead of keeping a copy of it in memory."""
+
+    def __init__(self, tf, saved_model: str):
+        self.tf = tf
+        self.prefix = os.path.join(saved_model, "variables", "variables")
+        try:
+            self.reader = tf.train.load_checkpoint(self.prefix)
+        except (tf.errors.OpError, ValueError):
+            self.reader = None
+
+    @staticmethod
+    def key(variable) -> str:
+        return variable.name.rsplit(":", 1)[0]  # a TF1 SavedModel's checkpoint key is the variable's name
+
+    def restore(self, variable) -> None:
+        """`RestoreV2` straight into a tensor, then assigned (a NumPy value would be one more copy of it)."""
+        tf = self.tf
+        (value,) = tf.raw_ops.RestoreV2(
+            prefix=self.prefix, tensor_names=[self.key(variable)], shape_and_slices=[""], dtypes=[variable.dtype]
+        )
+        variable.assign(value)
+        del value
+        release_free_memory()
+
+
+def _finite_difference(
+    tf, fn, kwargs, loss_now, variables, grads: list, loss_scale: float, saved: SavedValues | None = None
+) -> dict:
     """Central differences of the loss along the gradient's own direction, against the gradient's dot product
     with that direction. Each variable moves along its gradient, scaled to the variable's own norm, so every layer
     moves by about the same relative amount and no term cancels another (a random direction's derivative is a sum
@@ -329,25 +365,54 @@ def _finite_difference(tf, fn, kwargs, loss_now, variables, grads: list, loss_sc
     forward function the gradient already built (a plain call would build and optimise an inference function
     first).
 
-    Memory: the unmoved values are kept once (they share the variables' buffers until the first move), the
-    direction is kept in bfloat16 (half of a float32 copy; the check is of the derivative along the direction
-    actually taken, so `analytic` is the gradient's dot product with that same rounded direction), and `grads` is
-    emptied once the direction is made, so the gradients are not held meanwhile. Variables of
-    MOVE_COMPILED_BYTES or more move in one compiled call, the others eagerly (see `move` below)."""
+    Memory: `grads` is emptied once the directions are made, so the gradients are not held meanwhile.
+    - A variable of MOVE_COMPILED_BYTES or more whose value `saved` holds (the SavedModel's checkpoint) moves in
+      place, by `ResourceApplyGradientDescent` from where it is to where it goes along its own gradient (the
+      direction's scale folded into the step: no direction is made, no copy of the variable is kept, the move
+      makes no temporaries), and is restored from `saved`, exactly, at the end. For VGG16 that is its 411 MB and
+      67 MB kernels: their directions, copies and the temporaries of their moves were most of the check's peak.
+    - The others keep their unmoved values once (they share the variables' buffers until the first move) and
+      their direction in bfloat16 (half of a float32 copy; the check is of the derivative along the direction
+      actually taken, so `analytic` is the gradient's dot product with that same rounded direction); the big ones
+      among them move in one compiled call, the small ones eagerly (see `move` below)."""
     pairs = [(v, g) for v, g in zip(variables, grads) if g is not None and v.dtype.is_floating]
     grads.clear()  # the caller's list: its gradients live on in `pairs` only until the directions are made
     # A variable that is exactly zero (a fresh bias or beta) is not moved: shifting it shifts every unit it feeds
     # off exact zeros, the kinks of ReLU, where the gradient takes one side and a central difference the average.
     # The directions are made (and each gradient released) before the unmoved values are copied, so that the
     # gradients and the copies are never held together.
+    reader = saved.reader if saved is not None else None
+    shapes = reader.get_variable_to_shape_map() if reader is not None else {}
+    dtypes = reader.get_variable_to_dtype_map() if reader is not None else {}
+    in_place_ids = {
+        id(v)
+        for v, _ in pairs
+        if v.shape.num_elements() * v.dtype.size >= MOVE_COMPILED_BYTES
+        and shapes.get(SavedValues.key(v)) == v.shape.as_list()
+        and dtypes.get(SavedValues.key(v)) == v.dtype
+    }
+
+    def in_place(v) -> bool:
+        return id(v) in in_place_ids
+
     directions, analytic, zero = [], 0.0, 0
+    def norm(x) -> float:  # a dot product of the flat tensor with itself: tf.norm would square it into a temporary
+        flat = tf.reshape(x, [-1])
+        return float(tf.sqrt(tf.tensordot(flat, flat, 1)))
+
     for i, (v, g) in enumerate(pairs):
-        norm_w, norm_g = float(tf.norm(v)), float(tf.norm(g))
+        norm_w, norm_g = norm(v.read_value()), norm(g)
         pairs[i] = (v, None)
         if norm_g > 0 and norm_w > 0:
-            d = tf.cast(g * tf.cast(norm_w / norm_g, g.dtype), tf.bfloat16)
-            analytic += float(tf.reduce_sum(g * tf.cast(d, g.dtype)))
-            directions.append((v, d))
+            scale = norm_w / norm_g
+            if in_place(v):
+                # The direction is the gradient itself, its scale folded into each move's step: nothing is made.
+                analytic += scale * norm_g**2
+                directions.append((v, g, scale))
+            else:
+                d = tf.cast(g * tf.cast(scale, g.dtype), tf.bfloat16)
+                analytic += float(tf.reduce_sum(g * tf.cast(d, g.dtype)))
+                directions.append((v, d, 1.0))
         else:
             zero += 1
         del g
@@ -377,12 +442,15 @@ def _finite_difference(tf, fn, kwargs, loss_now, variables, grads: list, loss_sc
             "estimates": [],
             "note": VACUOUS,
         }
-    # The unmoved values of the variables that move (the others never change), to restore them exactly.
-    moved = [(v, tf.identity(v.read_value()), d) for v, d in directions]
+    # Big variables with a saved value move in place (`ResourceApplyGradientDescent`: no copy, no temporaries) and
+    # are restored from the SavedModel's checkpoint. The others keep their unmoved values, to restore them exactly.
+    placed = [(v, g, scale) for v, g, scale in directions if in_place(v)]
+    moved = [(v, tf.identity(v.read_value()), d) for v, d, _ in directions if not in_place(v)]
+    at = [0.0]  # where the in-place variables are: unmoved + at[0] x direction
 
-    # Variables of MOVE_COMPILED_BYTES or more move in one compiled call (for VGG16's 411 MB kernel it is faster
-    # and holds fewer float32 temporaries than eager ops); the others eagerly, one after the other (compiling the
-    # moves of ResNet50's 214 small variables cost more to trace, ~0.6 s, than the moves themselves).
+    # Copied variables of MOVE_COMPILED_BYTES or more move in one compiled call (for VGG16's 411 MB kernel it is
+    # faster and holds fewer float32 temporaries than eager ops); the others eagerly, one after the other
+    # (compiling the moves of ResNet50's 214 small variables cost more to trace, ~0.6 s, than the moves).
     big = [m for m in moved if m[1].shape.num_elements() * m[1].dtype.size >= MOVE_COMPILED_BYTES]
     small = [m for m in moved if m[1].shape.num_elements() * m[1].dtype.size < MOVE_COMPILED_BYTES]
 
@@ -396,11 +464,17 @@ def _finite_difference(tf, fn, kwargs, loss_now, variables, grads: list, loss_sc
             move_big(step)
         for v, x, d in small:
             v.assign(x + tf.cast(step, x.dtype) * tf.cast(d, x.dtype))
+        for v, g, scale in placed:  # v -= alpha x g: from where it is (at) to unmoved + step x scale x g
+            alpha = tf.cast((at[0] - step) * scale, v.dtype)
+            tf.raw_ops.ResourceApplyGradientDescent(var=v.handle, alpha=alpha, delta=g)
+        at[0] = float(step)
 
     def shifted_loss(step):
         move(tf.constant(step, tf.float64))
         with tf.GradientTape():
-            return float(loss_now(fn(**kwargs)))
+            loss = float(loss_now(fn(**kwargs)))
+        release_free_memory()  # each forward pass's activations, or the process grows by them (see there)
+        return loss
 
     tried = []
     try:
@@ -416,6 +490,11 @@ def _finite_difference(tf, fn, kwargs, loss_now, variables, grads: list, loss_sc
     finally:
         for v, x, _ in moved:
             v.assign(x)
+        restore = [v for v, _, _ in placed]
+        placed.clear()  # the directions are freed before the saved values are read back
+        directions.clear()
+        for v in restore:
+            saved.restore(v)
     resolvable_tried = [t for t in tried if t["resolvable"]]
     best = min(resolvable_tried or tried, key=lambda t: t["relative_error"])
     report = {
@@ -611,6 +690,7 @@ def verify_conversion(
     process = {"process": "second process" if submitted else "this process"}
     if not submitted:
         tf1, grappler1 = tf1_here()
+        release_free_memory()  # the TF1 graph and Session, before the TF2 check loads the model again
     if progress:
         progress("verify TF2 gradients (TF1 Session in a second process)" if submitted else "verify TF2 gradients")
     try:

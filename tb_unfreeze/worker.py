@@ -30,6 +30,7 @@ from collections.abc import Callable
 
 from tb_unfreeze.contract import ConversionRequest, ConversionResult
 from tb_unfreeze.errors import ConversionError, UserError
+from tb_unfreeze.tensorflow_env import release_free_memory
 
 # A worker whose resident memory after a conversion exceeds what it had when it became ready by this much is retired.
 RETIRE_GROWTH_MB = float(os.environ.get("TB_UNFREEZE_WORKER_RETIRE_MB", "512"))
@@ -47,16 +48,6 @@ def _rss_mb() -> float:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError):
         return 0.0
-
-
-def _release_free_memory() -> None:
-    """Give the allocator's free pages back to the system (glibc keeps them otherwise)."""
-    try:
-        import ctypes  # noqa: PLC0415
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _exit_with_parent() -> None:
@@ -135,7 +126,7 @@ def _serve_forever() -> int:
             continue
         code = _convert_one(json.loads(line))
         served += 1
-        _release_free_memory()
+        release_free_memory()
         _emit({"done": {"code": code, "conversions": served, "rss_mb": round(_rss_mb(), 1)}})
     return 0
 

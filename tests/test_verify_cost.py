@@ -125,22 +125,54 @@ def _tf2_parts(mlp, probe: np.ndarray, scale: float = 1.0):
     return loaded, fn, kwargs, trainable, grads, loss_now, float(loss_now(result, absolute=True))
 
 
-@pytest.mark.parametrize("compiled_from", [0, 1 << 40], ids=["compiled_moves", "eager_moves"])
-def test_finite_difference_passes_a_right_gradient_and_restores_the_variables(mlp, monkeypatch, compiled_from):
-    monkeypatch.setattr(V, "MOVE_COMPILED_BYTES", compiled_from)  # every variable moved by one path, then the other
+MOVES = pytest.mark.parametrize(
+    "compiled_from, in_place",
+    [(0, True), (0, False), (1 << 40, False)],
+    ids=["in_place_moves", "compiled_moves", "eager_moves"],
+)
+
+
+def _counting_in_place_moves(monkeypatch) -> list:
+    calls = []
+    apply = tf.raw_ops.ResourceApplyGradientDescent
+
+    def counted(**k):
+        calls.append(k["var"])
+        return apply(**k)
+
+    monkeypatch.setattr(tf.raw_ops, "ResourceApplyGradientDescent", counted)
+    return calls
+
+
+@MOVES
+def test_finite_difference_passes_a_right_gradient_and_restores_the_variables(
+    mlp, monkeypatch, compiled_from, in_place
+):
+    """Every variable moved by one path: in place and restored from the SavedModel's checkpoint, or copied and
+    moved in one compiled call, or copied and moved eagerly."""
+    monkeypatch.setattr(V, "MOVE_COMPILED_BYTES", compiled_from)
+    calls = _counting_in_place_moves(monkeypatch)
+    saved = V.SavedValues(tf, mlp["saved_model"]) if in_place else None
     probe = np.random.default_rng(2).standard_normal((4, 8)).astype(np.float32)
     loaded, fn, kwargs, trainable, grads, loss_now, scale = _tf2_parts(mlp, probe)
     before = [v.numpy().copy() for v in trainable]
-    fd = V._finite_difference(tf, fn, kwargs, loss_now, trainable, grads, scale)
+    fd = V._finite_difference(tf, fn, kwargs, loss_now, trainable, grads, scale, saved=saved)
     assert fd["passed"] is True, fd
     assert fd["tries"] <= len(V.FD_STEPS) and fd["variables"] == len(trainable)
     assert all(np.array_equal(b, v.numpy()) for b, v in zip(before, trainable)), "variables restored bit for bit"
+    moved_in_place = {id(h) for h in calls}
+    assert len(moved_in_place) == (len(trainable) if in_place else 0), "in place: each variable, else none"
 
 
-def test_finite_difference_fails_a_gradient_one_and_a_half_times_too_large(mlp):
+@MOVES
+def test_finite_difference_fails_a_gradient_one_and_a_half_times_too_large_whatever_the_moves(
+    mlp, monkeypatch, compiled_from, in_place
+):
+    monkeypatch.setattr(V, "MOVE_COMPILED_BYTES", compiled_from)
+    saved = V.SavedValues(tf, mlp["saved_model"]) if in_place else None
     probe = np.random.default_rng(2).standard_normal((4, 8)).astype(np.float32)
     loaded, fn, kwargs, trainable, grads, loss_now, scale = _tf2_parts(mlp, probe, scale=1.5)
-    fd = V._finite_difference(tf, fn, kwargs, loss_now, trainable, grads, scale)
+    fd = V._finite_difference(tf, fn, kwargs, loss_now, trainable, grads, scale, saved=saved)
     assert fd["passed"] is False, fd
     assert 1.3 < fd["analytic"] / fd["numeric"] < 1.7, fd
 
@@ -156,7 +188,7 @@ def test_finite_difference_evaluates_nothing_when_no_step_is_resolvable(mlp):
 
 def test_finite_difference_order_starts_clear_of_round_off_then_goes_smaller_then_larger_each_once():
     steps = list(V.FD_STEPS)
-    order = V._fd_order(steps, lambda eps: eps * 1e7)  # margin 1000 reached at 1e-4
+    order = V._fd_order(steps, lambda eps: eps * 1e4 * V.FD_FIRST_MARGIN)  # the first margin reached at 1e-4
     assert order[0] == 1e-4 and sorted(order) == sorted(steps)
     assert order == [1e-4, 3e-5, 1e-5, 3e-4, 1e-3, 3e-3, 1e-2], "then smaller (curvature, kinks), then larger"
     assert V._fd_order([3e-3, 1e-2], lambda eps: 20 * eps) == [1e-2, 3e-3], "no step clear: the largest first"
