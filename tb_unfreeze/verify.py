@@ -396,6 +396,7 @@ def _finite_difference(
         return id(v) in in_place_ids
 
     directions, analytic, zero = [], 0.0, 0
+
     def norm(x) -> float:  # a dot product of the flat tensor with itself: tf.norm would square it into a temporary
         flat = tf.reshape(x, [-1])
         return float(tf.sqrt(tf.tensordot(flat, flat, 1)))
