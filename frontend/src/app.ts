@@ -488,7 +488,7 @@ export class App {
     this.progress.hidden = false;
     this.progress.dataset.state = j.state;
     const frac = j.state === "done" ? 1 : Math.max(0, Math.min(1, j.progress?.fraction ?? 0));
-    bar.style.width = `${Math.round(frac * 100)}%`;
+    bar.style.transform = `scaleX(${frac.toFixed(3)})`;
     // The sub-steps the conversion reports, each with how long it took (the current one: so far).
     if (this.steps.job !== j.id) this.steps = { job: j.id, list: [] };
     const list = this.steps.list;
