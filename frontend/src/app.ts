@@ -66,6 +66,7 @@ export class App {
   /** Sub-steps the running job reported, with when each was first seen. */
   private steps: { job: string; list: Array<{ step: string; at: number }> } = { job: "", list: [] };
   private stepTimer = 0;
+  private trailKey = "";
   private modelsNote = h("div.muted.small");
   private head = h("div.model-head");
   private table = new CandidateTable(() => this.updateConvertButton());
@@ -511,11 +512,23 @@ export class App {
         + (current ? ` · ${current.step} · ${fmtSeconds(now - current.at)}` : "");
     }
     this.stepTrail.hidden = list.length === 0;
-    replace(this.stepTrail, ...list.map((s, i) => {
+    const took = (i: number) => {
       const end = list[i + 1]?.at ?? (running ? now : (j.finished ? j.finished * 1000 : now));
-      const live = running && i === list.length - 1;
-      return h("li", { "data-step": s.step, class: live ? "live" : "" }, s.step, h("span.muted", null, ` ${fmtSeconds(Math.max(0, end - s.at))}`));
-    }));
+      return ` ${fmtSeconds(Math.max(0, end - list[i].at))}`;
+    };
+    // The same steps as last time: only the live step's time changes (re-making the trail every second made the
+    // page lay out and repaint while converting, on the cores the conversion needs).
+    const trailKey = `${j.id}:${list.length}:${running}`;
+    const lastTime = this.stepTrail.lastElementChild?.querySelector(".muted");
+    if (trailKey === this.trailKey && lastTime && list.length) {
+      lastTime.textContent = took(list.length - 1);
+    } else {
+      this.trailKey = trailKey;
+      replace(this.stepTrail, ...list.map((s, i) => {
+        const live = running && i === list.length - 1;
+        return h("li", { "data-step": s.step, class: live ? "live" : "" }, s.step, h("span.muted", null, took(i)));
+      }));
+    }
     if (running) this.stepTimer = window.setTimeout(() => this.showJob(), 1000);
     if (j.state === "failed") replace(this.convertMsg, h("span.err", null, j.error ?? "The conversion failed."));
     else if (j.state === "done") {
