@@ -176,6 +176,16 @@ def _median_run(runs: list[dict]) -> dict:
     return sorted(runs, key=lambda c: c["seconds"])[len(runs) // 2]
 
 
+def _tf1_process(runs: list[dict]) -> str:
+    """Where the TF1 Session check ran, and the second process's own peak when it ran there (the peak column is
+    the larger of the two processes' peaks, as wait4 reports it; this says what the second one held)."""
+    run = _median_run(runs)
+    if run.get("tf1_process") != "second process":
+        return f"; TF1 Session check in {run.get('tf1_process') or 'this process'}"
+    peak = run.get("tf1_process_peak_mb")
+    return f"; TF1 Session check in a second process (its peak RSS {peak:.0f} MB, its own TensorFlow included)"
+
+
 def _steps(run: dict) -> str:
     return ", ".join(f"{k} {v:.2f}" for k, v in (run.get("timings") or {}).items() if v >= 0.01)
 
@@ -231,7 +241,7 @@ def render(results: dict) -> str:
         )
         notes.append(
             f"- {name}, convert+verify steps (s, median run): {_steps(_median_run(r['convert']))}"
-            f"; verification status {_median_run(r['convert']).get('status', '?')}."
+            f"; verification status {_median_run(r['convert']).get('status', '?')}{_tf1_process(r['convert'])}."
         )
         if r.get("convert_baseline"):
             old = _median(r["convert_baseline"])

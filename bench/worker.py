@@ -93,6 +93,8 @@ def step_convert(path: str, out: str, verify: str) -> dict:
         "verified": ver.passed,
         "status": ver.status,
         "verify_note": ver.note,
+        "tf1_process": (ver.details.get("tf1_session") or {}).get("process"),
+        "tf1_process_peak_mb": (ver.details.get("tf1_session") or {}).get("process_peak_mb"),
     }
 
 
