@@ -152,12 +152,9 @@ def _serve() -> int:
     _exit_with_parent()
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything TensorFlow or a library prints goes to stderr, not into the replies
-    # Nothing in this process uses Keras, which `import tensorflow` loads eagerly (with scikit-learn's wrappers
-    # when it is installed); an ImportError there is expected and caught by TensorFlow.
-    sys.modules.setdefault("keras", None)
     from tb_unfreeze.tensorflow_env import import_tensorflow  # noqa: PLC0415
 
-    tf = import_tensorflow()
+    tf = import_tensorflow(keras=False)  # nothing here uses Keras
     from tb_unfreeze import verify as V  # noqa: PLC0415
     from tb_unfreeze.errors import first_line  # noqa: PLC0415
 

@@ -107,7 +107,7 @@ def _serve_forever() -> int:
     started = time.perf_counter()
     from tb_unfreeze.tensorflow_env import import_tensorflow  # noqa: PLC0415
 
-    import_tensorflow()
+    import_tensorflow(keras=False)  # the worker only converts (Keras, if ever needed, is imported on first use)
     import tb_unfreeze.conversion  # noqa: F401, PLC0415
     import tb_unfreeze.verify  # noqa: F401, PLC0415
 
