@@ -119,11 +119,20 @@ def measure(path: str, logdir: str, loads: int = 5) -> dict:
 
 
 def _children_of(pid: int) -> list[int]:
+    """Children started by any of the process's threads (`/proc/PID/task/PID/children` lists only the main
+    thread's: a worker started by the jobs thread to replace a retired one, after VGG16, was never found)."""
+    children = []
     try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return []
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                children += [int(p) for p in f.read().split()]
+        except OSError:
+            continue
+    return children
 
 
 def _cpu_ticks(pid: int) -> int:
