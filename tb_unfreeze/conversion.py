@@ -7,6 +7,7 @@ The request and the result are `contract.ConversionRequest` and `contract.Conver
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -38,10 +39,13 @@ from tb_unfreeze.output_dir import check_output_dir, staged_dir
 from tb_unfreeze.quantized import dequantize_graph, describe_quantization
 from tb_unfreeze.rewrite import Rewritten, rewrite, signature_keys
 from tb_unfreeze.selection import Chosen, Selection, choose
-from tb_unfreeze.tensorflow_env import import_tensorflow, release_free_memory
+from tb_unfreeze.tensorflow_env import import_tensorflow, large_allocations_mapped, release_free_memory
 from tb_unfreeze.variable_nodes import add_variable_nodes, attach_variable, read_tensor
 
 Progress = Callable[[str, float], None]
+# Models with this many bytes of weights to convert are converted with their large allocations mapped (see
+# `tensorflow_env.large_allocations_mapped`): the verification's peak is then what is live, not what the heap kept.
+MAPPED_FROM_BYTES = 256 << 20
 
 
 def _steps(progress: Progress | None):
@@ -193,13 +197,12 @@ def convert(
     step("load", 0.0)
     checked = check(os.fspath(source), os.fspath(out_dir), request, replace)
     # The TF1 Session check's process starts now, so that its `import tensorflow` overlaps the stages below.
-    side = (
-        SC.start(sum(c.candidate.nbytes for c in checked.chosen), sum(checked.inspection.op_counts.values()))
-        if request.verify
-        else None
-    )
+    weight_bytes = sum(c.candidate.nbytes for c in checked.chosen)
+    side = SC.start(weight_bytes, sum(checked.inspection.op_counts.values())) if request.verify else None
     try:
-        return _convert_checked(checked, request, step, timings, side)
+        # A big model's conversion holds it several times over; its large temporaries go back when freed.
+        with large_allocations_mapped() if weight_bytes >= MAPPED_FROM_BYTES else contextlib.nullcontext():
+            return _convert_checked(checked, request, step, timings, side)
     finally:
         if side is not None:
             side.close()

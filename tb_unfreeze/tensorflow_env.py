@@ -81,3 +81,40 @@ def release_free_memory() -> None:
             _libc.malloc_trim(0)
         except AttributeError:  # a libc without it
             _libc = False
+
+
+# glibc's mallopt parameter, and the threshold the allocator grows to by itself (DEFAULT_MMAP_THRESHOLD_MAX, 64-bit).
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD_GROWN = 32 << 20
+
+
+class large_allocations_mapped:
+    """Within: every allocation of 1 MB or more is its own memory mapping, returned to the system when freed.
+
+    glibc serves allocations below its mmap threshold from its heaps, and raises that threshold (up to 32 MB) each
+    time a mapped block is freed; TensorFlow's activations and gradient temporaries then come from heaps that keep
+    what is freed until a trim. For a model of hundreds of MB that is ~130 MB more at the backward pass's peak
+    (VGG16: 1613 -> 1484 MB above `import tensorflow`, no slower). On exit the threshold is left at 32 MB, the value
+    the allocator reaches by itself after the first large block is freed (a fixed threshold cannot be made dynamic
+    again). A no-op without glibc."""
+
+    def __init__(self, threshold: int = 1 << 20):
+        self.threshold = threshold
+
+    def __enter__(self):
+        self._set(self.threshold)
+        return self
+
+    def __exit__(self, *exc):
+        self._set(_MMAP_THRESHOLD_GROWN)
+        release_free_memory()
+        return False
+
+    @staticmethod
+    def _set(value: int) -> None:
+        release_free_memory()  # loads libc once
+        if _libc:
+            try:
+                _libc.mallopt(_M_MMAP_THRESHOLD, value)
+            except AttributeError:
+                pass

@@ -5,6 +5,8 @@ evaluating only the steps it can resolve, restoring the variables exactly, and s
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -244,3 +246,54 @@ def test_a_lean_check_that_is_not_clean_is_repeated_with_grapplers_defaults(mlp,
     assert calls == [("tf1", True), ("tf1", False), ("tf2", True), ("tf2", False)]
     assert ver["tf1_session"]["grappler"] is True and ver["tf2"]["grappler"] is True
     assert ver["status"] == "verified", ver["problems"]
+
+
+_MAPPED_PROBE = """
+import ctypes
+import numpy as np
+from tb_unfreeze.tensorflow_env import large_allocations_mapped
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                               "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+
+def mapped(nbytes):
+    before = libc.mallinfo2().hblkhd
+    block = np.ones(nbytes, np.uint8)
+    return libc.mallinfo2().hblkhd - before >= nbytes
+
+x = np.ones(30 << 20, np.uint8)
+del x  # glibc raises its mmap threshold to this block's size when it is freed
+print(mapped(2 << 20))
+with large_allocations_mapped():
+    print(mapped(2 << 20))
+print(mapped(2 << 20), mapped(40 << 20))
+"""
+
+
+def test_large_allocations_are_mapped_and_returned_within_and_as_the_allocator_would_after():
+    """glibc keeps freed blocks below its (self-raised) mmap threshold in its heaps; within the context a 2 MB block
+    is a mapping of its own (returned when freed); after it, the threshold is the 32 MB glibc would reach itself."""
+    out = subprocess.run([sys.executable, "-c", _MAPPED_PROBE], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split("\n")[:3] == ["False", "True", "False True"], out.stdout + out.stderr
+
+
+def test_a_big_models_conversion_maps_its_large_allocations(mlp, tmp_path, monkeypatch):
+    from tb_unfreeze import conversion as C  # noqa: PLC0415
+
+    entered = []
+
+    class Spy(C.large_allocations_mapped):
+        def __enter__(self):
+            entered.append(self.threshold)
+            return super().__enter__()
+
+    monkeypatch.setattr(C, "large_allocations_mapped", Spy)
+    convert(mlp["path"], tmp_path / "small")
+    assert entered == [], "below MAPPED_FROM_BYTES: the allocator is left alone"
+    monkeypatch.setattr(C, "MAPPED_FROM_BYTES", 1)
+    assert convert(mlp["path"], tmp_path / "big").verification.status == "verified"
+    assert entered == [1 << 20]
