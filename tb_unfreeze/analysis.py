@@ -225,11 +225,13 @@ def _scalar_const_value(node):
         return float(tensor.float_val[0])
     if tensor.double_val:
         return float(tensor.double_val[0])
-    if tensor.tensor_content and tensor.dtype in FLOAT_DTYPES | {10}:
-        import struct  # noqa: PLC0415
+    if tensor.dtype in FLOAT_DTYPES | {10}:
+        content = tensor.tensor_content  # one read: each read of a bytes field copies it
+        if content:
+            import struct  # noqa: PLC0415
 
-        fmt = {1: "<f", 2: "<d", 10: "<?"}.get(tensor.dtype)
-        return struct.unpack(fmt, tensor.tensor_content[: struct.calcsize(fmt)])[0] if fmt else None
+            fmt = {1: "<f", 2: "<d", 10: "<?"}.get(tensor.dtype)
+            return struct.unpack(fmt, content[: struct.calcsize(fmt)])[0] if fmt else None
     return None
 
 

@@ -117,11 +117,12 @@ def _const_value(tf, chosen: Chosen, node_by_name, frozen_values):
     if chosen.candidate.role == "quantized_weight":
         return frozen_values[chosen.candidate.tensor]
     tensor = node_by_name[chosen.candidate.name].attr["value"].tensor
-    if tensor.tensor_content:
+    content = tensor.tensor_content  # read once: each read of a bytes field makes a new copy (VGG16: 0.7 s each)
+    if content:
         # A read-only view of the bytes: tf.make_ndarray would copy every weight once more (VGG16: +528 MB).
         dtype = tf.as_dtype(tensor.dtype).as_numpy_dtype
         shape = [d.size for d in tensor.tensor_shape.dim]
-        return np.frombuffer(tensor.tensor_content, dtype=dtype).reshape(shape)
+        return np.frombuffer(content, dtype=dtype).reshape(shape)
     return tf.make_ndarray(tensor)
 
 

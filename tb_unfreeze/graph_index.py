@@ -193,10 +193,11 @@ def const_problem(node: node_def_pb2.NodeDef) -> str | None:
     size = item_size(tensor.dtype)
     if count * max(size, 1) > MAX_CONST_BYTES:
         return f"its shape {dims} declares {count:,} elements, more than a frozen graph can hold"
-    if tensor.tensor_content:
-        if size and len(tensor.tensor_content) != count * size:
+    content = len(tensor.tensor_content)  # one read: each read of a bytes field copies it (528 MB for VGG16)
+    if content:
+        if size and content != count * size:
             return (
-                f"its tensor_content has {len(tensor.tensor_content):,} bytes but shape {dims} of "
+                f"its tensor_content has {content:,} bytes but shape {dims} of "
                 f"{dtype_name(tensor.dtype)} needs {count * size:,}"
             )
         return None

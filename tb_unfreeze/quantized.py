@@ -107,8 +107,9 @@ def _const_array(node) -> np.ndarray | None:
         np_dtype, values = np.dtype(_QUANTIZED_DTYPES[tensor.dtype][0]).newbyteorder("<"), list(tensor.int_val)
     else:
         return None
-    if tensor.tensor_content:
-        return np.frombuffer(tensor.tensor_content, dtype=np_dtype).reshape(shape).copy()
+    content = tensor.tensor_content  # one read: each read of a bytes field copies it
+    if content:
+        return np.frombuffer(content, dtype=np_dtype).reshape(shape).copy()
     if not values:
         return np.zeros(shape, np_dtype)
     array = np.asarray(values + [values[-1]] * (count - len(values)), dtype=np_dtype)
