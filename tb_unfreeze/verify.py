@@ -365,7 +365,8 @@ def _finite_difference(
     forward function the gradient already built (a plain call would build and optimise an inference function
     first).
 
-    Memory: `grads` is emptied once the directions are made, so the gradients are not held meanwhile.
+    Memory: `grads` is emptied at once; a gradient lives on only as a direction (or is dropped once its bfloat16
+    direction is made).
     - A variable of MOVE_COMPILED_BYTES or more whose value `saved` holds (the SavedModel's checkpoint) moves in
       place, by `ResourceApplyGradientDescent` from where it is to where it goes along its own gradient (the
       direction's scale folded into the step: no direction is made, no copy of the variable is kept, the move
