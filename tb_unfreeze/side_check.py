@@ -111,7 +111,7 @@ class SideCheck:
                 }
             reply = pickle.load(self.proc.stdout)
         except (EOFError, OSError, pickle.UnpicklingError):
-            self.proc.wait()
+            self.proc.wait()  # the pipe closed: the process has ended, its exit code says how
             return {"unavailable": self._died("during the check")}
         finally:
             self.close()

@@ -4,6 +4,7 @@ messages users get from tb_unfreeze. Errors during the import are still shown.""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 
@@ -60,7 +61,16 @@ def import_tensorflow(keras: bool | None = None):
     return tf
 
 
-_libc = None
+@functools.cache
+def _glibc():
+    """glibc, or None where there is none (its malloc_trim and mallopt are then not called)."""
+    try:
+        import ctypes  # noqa: PLC0415
+
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+    except OSError:
+        return None
 
 
 def release_free_memory() -> None:
@@ -68,19 +78,9 @@ def release_free_memory() -> None:
     TensorFlow's tensors of up to 32 MB come from there once it has raised its mmap threshold), so without this a
     process's resident memory only grows: VGG16's finite difference crept up by ~50 MB per forward pass. A no-op
     where there is no glibc."""
-    global _libc
-    if _libc is None:
-        try:
-            import ctypes  # noqa: PLC0415
-
-            _libc = ctypes.CDLL("libc.so.6")
-        except OSError:
-            _libc = False
-    if _libc:
-        try:
-            _libc.malloc_trim(0)
-        except AttributeError:  # a libc without it
-            _libc = False
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 # glibc's mallopt parameter, and the threshold the allocator grows to by itself (DEFAULT_MMAP_THRESHOLD_MAX, 64-bit).
@@ -102,6 +102,7 @@ class large_allocations_mapped:
         self.threshold = threshold
 
     def __enter__(self):
+        release_free_memory()
         self._set(self.threshold)
         return self
 
@@ -112,9 +113,6 @@ class large_allocations_mapped:
 
     @staticmethod
     def _set(value: int) -> None:
-        release_free_memory()  # loads libc once
-        if _libc:
-            try:
-                _libc.mallopt(_M_MMAP_THRESHOLD, value)
-            except AttributeError:
-                pass
+        libc = _glibc()
+        if libc is not None:
+            libc.mallopt(_M_MMAP_THRESHOLD, value)

@@ -601,6 +601,9 @@ class _nothing:
         return False
 
 
+NOT_IN_TF1_SESSION = "the converted model does not run in a TF1 Session"
+
+
 def clean(report: dict, frozen_out: dict) -> bool:
     """A check's report without an error, with finite gradients and the frozen graph's outputs."""
     return (
@@ -680,7 +683,7 @@ def verify_conversion(
         try:
             return tf1_checked(*tf1_args)
         except (tf.errors.OpError, ValueError, KeyError) as e:
-            raise ConversionError(f"the converted model does not run in a TF1 Session: {first_line(e)}") from None
+            raise ConversionError(f"{NOT_IN_TF1_SESSION}: {first_line(e)}") from None
 
     def tf2_check(lean):
         with grappler_off(tf) if lean else _nothing():
@@ -715,7 +718,7 @@ def verify_conversion(
             progress("verify TF1 Session (second process)")
         reply = side.result()
         if "error" in reply:
-            raise ConversionError(f"the converted model does not run in a TF1 Session: {reply['error']}")
+            raise ConversionError(f"{NOT_IN_TF1_SESSION}: {reply['error']}")  # the same sentence as here
         if "report" in reply:
             tf1, grappler1 = reply["report"], reply["grappler"]
             if reply.get("peak_mb") is not None:
